@@ -1,0 +1,75 @@
+"""The `r1zero` command line: argument parsing and wiring only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _score(args: argparse.Namespace) -> dict:
+    import jax.numpy as jnp
+    import numpy as np
+
+    from r1zero.models import hf, per_token_logprobs
+    from r1zero.tokenizer import Tokenizer
+
+    tok = Tokenizer(args.model)
+    model, _ = hf.load_model(args.model)
+    ids = tok.encode(args.text)
+    if not ids:
+        raise ValueError("the text encodes to no tokens")
+    tokens = jnp.asarray([ids], jnp.int32)
+    logp, _ = per_token_logprobs(model, tokens, jnp.ones_like(tokens, bool), args.temperature)
+    logp = np.asarray(logp[0], np.float64)
+    return {
+        "model": args.model,
+        "token_ids": ids,
+        "tokens": [tok.id_to_token(i) for i in ids],
+        "logprobs": [None] + [float(x) for x in logp[1:]],  # the first token has no context
+        "total_logprob": float(logp[1:].sum()),
+    }
+
+
+def _info(args: argparse.Namespace) -> dict:
+    import dataclasses
+
+    import jax
+
+    from r1zero.models import abstract_model, hf
+
+    config = hf.read_config(args.model)
+    _, state = abstract_model(config)
+    n = sum(x.size for x in jax.tree.leaves(state))
+    return {"model": args.model, "parameters": int(n), **dataclasses.asdict(config)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="r1zero", description="R1-Zero-style pure RL in JAX")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("score", help="per-token log-probabilities of a text under a model, as JSON")
+    p.add_argument("--model", required=True, help="local Hugging Face model directory")
+    p.add_argument("--text", required=True)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.set_defaults(run=_score)
+
+    p = sub.add_parser("info", help="architecture and parameter count of a model, as JSON")
+    p.add_argument("--model", required=True, help="local Hugging Face model directory")
+    p.set_defaults(run=_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.run(args)
+    except (FileNotFoundError, ValueError) as e:  # user errors: one clear line, no traceback
+        print(f"r1zero {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

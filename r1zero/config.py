@@ -1,0 +1,141 @@
+"""Frozen dataclass configs: the one config system of r1zero.
+
+Every section is a frozen dataclass; `configs/*.py` return the top-level one and the command line
+overrides fields with type checks (see `apply_overrides`). This module sits at the bottom of the
+package: it imports nothing from r1zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScaling:
+    """Llama-3 style frequency-dependent rope scaling (HF `rope_type: llama3`)."""
+
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_max_position_embeddings: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one decoder of the Qwen2/Qwen2.5 and Llama 3 families.
+
+    `architecture` names the Hugging Face family the weights map to ("qwen2" or "llama"); it only
+    matters for import/export, the forward pass is the same code for both.
+    """
+
+    architecture: str = "qwen2"
+    vocab_size: int = 256
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 16
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScaling | None = None
+    rms_norm_eps: float = 1e-6
+    qkv_bias: bool = False  # Qwen2: True
+    o_bias: bool = False  # Llama `attention_bias: true` sets q/k/v and o bias
+    tie_embeddings: bool = False
+    max_position_embeddings: int = 32768
+    param_dtype: str = "float32"
+    compute_dtype: str = "float32"
+    remat: bool = False  # recompute each layer's activations in the backward pass
+
+    def __post_init__(self):
+        if self.architecture not in ("qwen2", "llama"):
+            raise ValueError(f"architecture must be 'qwen2' or 'llama', got {self.architecture!r}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
+            )
+        for name in ("param_dtype", "compute_dtype"):
+            if getattr(self, name) not in ("float32", "bfloat16", "float16"):
+                raise ValueError(f"{name} must be float32, bfloat16 or float16, got {getattr(self, name)!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh sizes along (`data`, `fsdp`, `tensor`); one size may be -1 (all remaining devices)."""
+
+    data: int = 1
+    fsdp: int = -1
+    tensor: int = 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command-line overrides: `--set section.key=value`.
+
+
+def apply_overrides(config: Any, overrides: list[str] | dict[str, str]) -> Any:
+    """Returns `config` with dotted-key overrides applied, each value parsed to the field's type.
+
+    An unknown key or a value of the wrong type raises ValueError naming the key.
+    """
+    items = overrides.items() if isinstance(overrides, dict) else (_split_override(o) for o in overrides)
+    for key, raw in items:
+        config = _set_path(config, key.split("."), raw, key)
+    return config
+
+
+def _split_override(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like key=value")
+    key, value = text.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def _set_path(obj: Any, path: list[str], raw: str, full_key: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else {}
+    if path[0] not in fields:
+        known = ", ".join(sorted(fields)) or "(none)"
+        raise ValueError(f"unknown config key {full_key!r}: {path[0]!r} is not one of {known}")
+    current = getattr(obj, path[0])
+    if len(path) > 1:
+        if not dataclasses.is_dataclass(current):
+            raise ValueError(f"unknown config key {full_key!r}: {path[0]!r} has no sub-keys")
+        return dataclasses.replace(obj, **{path[0]: _set_path(current, path[1:], raw, full_key)})
+    hints = typing.get_type_hints(type(obj))
+    return dataclasses.replace(obj, **{path[0]: _parse_value(raw, hints[path[0]], full_key)})
+
+
+def _parse_value(raw: str, annotation: Any, key: str) -> Any:
+    """Parses `raw` as `annotation` (bool, int, float, str, tuples of those, or X | None)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if raw.lower() in ("none", "null") and len(args) < len(typing.get_args(annotation)):
+            return None
+        if len(args) == 1:
+            return _parse_value(raw, args[0], key)
+        raise ValueError(f"config key {key!r} has a type that cannot be set from the command line")
+    if origin is tuple:
+        (elem, *_rest) = typing.get_args(annotation)
+        return tuple(_parse_value(p.strip(), elem, key) for p in raw.split(",") if p.strip())
+    if annotation is bool:
+        if raw.lower() in ("true", "1", "yes"):
+            return True
+        if raw.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"config key {key!r} expects true/false, got {raw!r}")
+    if annotation in (int, float):
+        try:
+            return annotation(raw)
+        except ValueError:
+            raise ValueError(f"config key {key!r} expects {annotation.__name__}, got {raw!r}") from None
+    if annotation is str:
+        return raw
+    raise ValueError(f"config key {key!r} has a type that cannot be set from the command line")
+
+
+def to_dict(config: Any) -> dict:
+    """A JSON-ready dict of a (nested) config dataclass."""
+    return dataclasses.asdict(config)

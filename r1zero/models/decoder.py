@@ -1,0 +1,262 @@
+"""One Flax NNX decoder for the Qwen2/Qwen2.5 and Llama 3 families.
+
+The same forward serves training (full sequences with a padding mask and explicit positions) and
+decoding (the same layers reading and writing a `KVCache`). Layers are stacked along a leading axis
+and run under `jax.lax.scan`, so compile time does not grow with depth.
+
+Shape letters: B batch, T new tokens, S cache slots, D model width, H query heads, K key/value
+heads, G = H / K query heads per KV head, Dh head width, F MLP width, V vocabulary, L layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from r1zero.config import ModelConfig
+
+_NEG_INF = -1e30  # finite, so a fully masked (padding) query row gives a harmless uniform softmax
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class KVCache:
+    """Keys and values of every layer for S slots; all rows write at the same slot `end`.
+
+    k_LxBxKxSxDh / v_LxBxKxSxDh: cached keys/values ([B, K, S, Dh] decodes faster than [B, S, K, Dh]).
+    valid_BxS: which slots hold a real (non-padding) token.
+    end: int32 scalar, the next slot to write.
+    """
+
+    k: jax.Array
+    v: jax.Array
+    valid: jax.Array
+    end: jax.Array
+
+    @classmethod
+    def create(cls, config: ModelConfig, batch: int, slots: int, dtype=None) -> "KVCache":
+        dtype = jnp.dtype(dtype or config.compute_dtype)
+        shape = (config.num_layers, batch, config.num_kv_heads, slots, config.head_dim)
+        return cls(
+            k=jnp.zeros(shape, dtype),
+            v=jnp.zeros(shape, dtype),
+            valid=jnp.zeros((batch, slots), bool),
+            end=jnp.zeros((), jnp.int32),
+        )
+
+
+def rope_inv_freq(config: ModelConfig) -> np.ndarray:
+    """Inverse rotary frequencies [Dh/2], with Llama-3 scaling when configured (as transformers)."""
+    dim = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+    s = config.rope_scaling
+    if s is None:
+        return inv_freq.astype(np.float32)
+    low_wavelen = s.original_max_position_embeddings / s.low_freq_factor
+    high_wavelen = s.original_max_position_embeddings / s.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = np.where(wavelen > low_wavelen, inv_freq / s.factor, inv_freq)
+    smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (
+        s.high_freq_factor - s.low_freq_factor
+    )
+    smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def apply_rope(x_BxTxNxDh: jax.Array, sin_BxTxHalf: jax.Array, cos_BxTxHalf: jax.Array) -> jax.Array:
+    """Rotates the two halves of each head (the `rotate_half` convention of HF Qwen2/Llama)."""
+    x1, x2 = jnp.split(x_BxTxNxDh.astype(jnp.float32), 2, axis=-1)
+    sin, cos = sin_BxTxHalf[:, :, None, :], cos_BxTxHalf[:, :, None, :]
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x_BxTxNxDh.dtype)
+
+
+def rms_norm(x_BxTxD: jax.Array, scale_D: jax.Array, eps: float) -> jax.Array:
+    """RMSNorm computed in float32, as transformers does, then cast back."""
+    x = x_BxTxD.astype(jnp.float32)
+    x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
+    return scale_D.astype(x_BxTxD.dtype) * x.astype(x_BxTxD.dtype)
+
+
+def _param(rngs: nnx.Rngs, shape, axes, dtype, init: str = "normal") -> nnx.Param:
+    if init == "normal":  # HF initializer_range 0.02
+        value = 0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)
+    elif init == "ones":
+        value = jnp.ones(shape, jnp.float32)
+    else:
+        value = jnp.zeros(shape, jnp.float32)
+    return nnx.Param(value.astype(dtype), axes=axes)
+
+
+class Attention(nnx.Module):
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        c, dt = config, jnp.dtype(config.param_dtype)
+        D, H, K, Dh = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
+        self.config = config
+        self.q = _param(rngs, (D, H, Dh), ("embed", "heads", "head_dim"), dt)
+        self.k = _param(rngs, (D, K, Dh), ("embed", "kv_heads", "head_dim"), dt)
+        self.v = _param(rngs, (D, K, Dh), ("embed", "kv_heads", "head_dim"), dt)
+        self.o = _param(rngs, (H, Dh, D), ("heads", "head_dim", "embed"), dt)
+        if c.qkv_bias:
+            self.q_bias = _param(rngs, (H, Dh), ("heads", "head_dim"), dt, "zeros")
+            self.k_bias = _param(rngs, (K, Dh), ("kv_heads", "head_dim"), dt, "zeros")
+            self.v_bias = _param(rngs, (K, Dh), ("kv_heads", "head_dim"), dt, "zeros")
+        if c.o_bias:
+            self.o_bias = _param(rngs, (D,), ("norm",), dt, "zeros")
+
+    def __call__(self, x_BxTxD, sin, cos, mask_BxTxS, kv, layer, end):
+        """Self-attention; with `kv` (the whole cache's (k, v)), writes this layer's new keys and
+        values at slot `end` and attends over all S slots, else attends over the T new tokens."""
+        c, cdt = self.config, x_BxTxD.dtype
+        q_BxTxHxDh = jnp.einsum("btd,dhk->bthk", x_BxTxD, self.q[...].astype(cdt))
+        k_BxTxKxDh = jnp.einsum("btd,dhk->bthk", x_BxTxD, self.k[...].astype(cdt))
+        v_BxTxKxDh = jnp.einsum("btd,dhk->bthk", x_BxTxD, self.v[...].astype(cdt))
+        if c.qkv_bias:
+            q_BxTxHxDh = q_BxTxHxDh + self.q_bias[...].astype(cdt)
+            k_BxTxKxDh = k_BxTxKxDh + self.k_bias[...].astype(cdt)
+            v_BxTxKxDh = v_BxTxKxDh + self.v_bias[...].astype(cdt)
+        q_BxTxHxDh = apply_rope(q_BxTxHxDh, sin, cos)
+        k_BxKxTxDh = apply_rope(k_BxTxKxDh, sin, cos).transpose(0, 2, 1, 3)
+        v_BxKxTxDh = v_BxTxKxDh.transpose(0, 2, 1, 3)
+        if kv is None:
+            keys_BxKxSxDh, values_BxKxSxDh = k_BxKxTxDh, v_BxKxTxDh
+        else:
+            k_all, v_all = kv
+            at = (layer, 0, 0, end, 0)
+            k_all = jax.lax.dynamic_update_slice(k_all, k_BxKxTxDh[None].astype(k_all.dtype), at)
+            v_all = jax.lax.dynamic_update_slice(v_all, v_BxKxTxDh[None].astype(v_all.dtype), at)
+            keys_BxKxSxDh, values_BxKxSxDh = k_all[layer].astype(cdt), v_all[layer].astype(cdt)
+            kv = (k_all, v_all)
+        out_BxTxHxDh = _attend(q_BxTxHxDh, keys_BxKxSxDh, values_BxKxSxDh, mask_BxTxS)
+        out_BxTxD = jnp.einsum("bthk,hkd->btd", out_BxTxHxDh, self.o[...].astype(cdt))
+        if c.o_bias:
+            out_BxTxD = out_BxTxD + self.o_bias[...].astype(cdt)
+        return out_BxTxD, kv
+
+
+def _attend(q_BxTxHxDh, k_BxKxSxDh, v_BxKxSxDh, mask_BxTxS):
+    """Grouped-query attention; scores and softmax in float32."""
+    B, T, H, Dh = q_BxTxHxDh.shape
+    K = k_BxKxSxDh.shape[1]
+    q_BxTxKxGxDh = q_BxTxHxDh.reshape(B, T, K, H // K, Dh)
+    scores_BxKxGxTxS = jnp.einsum(
+        "btkgd,bksd->bkgts", q_BxTxKxGxDh, k_BxKxSxDh, preferred_element_type=jnp.float32
+    ) / math.sqrt(Dh)
+    scores_BxKxGxTxS = jnp.where(mask_BxTxS[:, None, None], scores_BxKxGxTxS, _NEG_INF)
+    probs = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(v_BxKxSxDh.dtype)
+    out_BxTxKxGxDh = jnp.einsum("bkgts,bksd->btkgd", probs, v_BxKxSxDh)
+    return out_BxTxKxGxDh.reshape(B, T, H, Dh)
+
+
+class MLP(nnx.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        D, F, dt = config.hidden_size, config.intermediate_size, jnp.dtype(config.param_dtype)
+        self.gate = _param(rngs, (D, F), ("embed", "mlp"), dt)
+        self.up = _param(rngs, (D, F), ("embed", "mlp"), dt)
+        self.down = _param(rngs, (F, D), ("mlp", "embed"), dt)
+
+    def __call__(self, x_BxTxD):
+        cdt = x_BxTxD.dtype
+        gate_BxTxF = jax.nn.silu(x_BxTxD @ self.gate[...].astype(cdt))
+        return (gate_BxTxF * (x_BxTxD @ self.up[...].astype(cdt))) @ self.down[...].astype(cdt)
+
+
+class Block(nnx.Module):
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        dt = jnp.dtype(config.param_dtype)
+        self.eps = config.rms_norm_eps
+        self.attn_norm = _param(rngs, (config.hidden_size,), ("norm",), dt, "ones")
+        self.attn = Attention(config, rngs)
+        self.mlp_norm = _param(rngs, (config.hidden_size,), ("norm",), dt, "ones")
+        self.mlp = MLP(config, rngs)
+
+    def __call__(self, x_BxTxD, sin, cos, mask_BxTxS, kv, layer, end):
+        h, kv = self.attn(rms_norm(x_BxTxD, self.attn_norm[...], self.eps), sin, cos, mask_BxTxS, kv, layer, end)
+        x_BxTxD = x_BxTxD + h
+        x_BxTxD = x_BxTxD + self.mlp(rms_norm(x_BxTxD, self.mlp_norm[...], self.eps))
+        return x_BxTxD, kv
+
+
+class Decoder(nnx.Module):
+    """Token embedding, L pre-norm blocks (stacked, scanned), final norm, LM head (or tied)."""
+
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        dt = jnp.dtype(config.param_dtype)
+        self.config = config
+        self.embed = _param(rngs, (config.vocab_size, config.hidden_size), ("vocab", "embed"), dt)
+
+        @nnx.split_rngs(splits=config.num_layers)
+        @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: None, "axes": "layers"})
+        def make_layers(rngs):
+            return Block(config, rngs)
+
+        self.layers = make_layers(rngs)
+        self.final_norm = _param(rngs, (config.hidden_size,), ("norm",), dt, "ones")
+        if not config.tie_embeddings:
+            self.lm_head = _param(rngs, (config.hidden_size, config.vocab_size), ("embed", "vocab"), dt)
+
+    def __call__(self, tokens_BxT, positions_BxT, mask_BxT, cache: KVCache | None = None):
+        """Logits [B, T, V] (float32) and the updated cache (None without one)."""
+        h_BxTxD, cache = self.hidden_states(tokens_BxT, positions_BxT, mask_BxT, cache)
+        return self.logits(h_BxTxD), cache
+
+    def hidden_states(self, tokens_BxT, positions_BxT, mask_BxT, cache: KVCache | None = None):
+        """Final-norm hidden states [B, T, D] for T new tokens, and the updated cache.
+
+        tokens_BxT: int32 ids; positions_BxT: rotary positions; mask_BxT: True for real tokens.
+        Without a cache, token t attends to tokens <= t that are real. With a cache, the T tokens are
+        written at slots [end, end + T) and attend to every earlier real slot and to themselves.
+        """
+        c = self.config
+        cdt = jnp.dtype(c.compute_dtype)
+        T = tokens_BxT.shape[1]
+        x_BxTxD = jnp.take(self.embed[...], tokens_BxT, axis=0).astype(cdt)
+        angles_BxTxHalf = positions_BxT[..., None].astype(jnp.float32) * jnp.asarray(rope_inv_freq(c))
+        sin, cos = jnp.sin(angles_BxTxHalf), jnp.cos(angles_BxTxHalf)
+        mask_BxT = mask_BxT.astype(bool)
+        if cache is None:
+            end, valid_BxS, kv = 0, mask_BxT, None
+        else:
+            end, kv = cache.end, (cache.k, cache.v)
+            valid_BxS = jax.lax.dynamic_update_slice(cache.valid, mask_BxT, (0, end))
+        query_slot_T = end + jnp.arange(T)
+        causal_TxS = jnp.arange(valid_BxS.shape[1])[None, :] <= query_slot_T[:, None]
+        attn_mask_BxTxS = causal_TxS[None] & valid_BxS[:, None, :]
+
+        graphdef, layer_state = nnx.split(self.layers)
+
+        def body(carry, xs):
+            x, kv = carry
+            state, layer = xs
+            return nnx.merge(graphdef, state)(x, sin, cos, attn_mask_BxTxS, kv, layer, end), None
+
+        if c.remat:
+            body = jax.checkpoint(body)
+        (x_BxTxD, kv), _ = jax.lax.scan(body, (x_BxTxD, kv), (layer_state, jnp.arange(c.num_layers)))
+        x_BxTxD = rms_norm(x_BxTxD, self.final_norm[...], c.rms_norm_eps)
+        if cache is not None:
+            cache = KVCache(k=kv[0], v=kv[1], valid=valid_BxS, end=cache.end + T)
+        return x_BxTxD, cache
+
+    def logits(self, h_xD: jax.Array) -> jax.Array:
+        """float32 logits [..., V] of hidden states [..., D]."""
+        w_DxV = self.embed[...].T if self.config.tie_embeddings else self.lm_head[...]
+        return jnp.einsum("...d,dv->...v", h_xD, w_DxV.astype(h_xD.dtype), preferred_element_type=jnp.float32)
+
+
+def positions_from_mask(mask_BxT: jax.Array) -> jax.Array:
+    """Rotary positions that count only real tokens (0 for the first real token of each row), so a
+    left-padded row gets the same positions as the unpadded sequence."""
+    return jnp.maximum(jnp.cumsum(mask_BxT.astype(jnp.int32), axis=1) - 1, 0)
+
+
+def param_count(model: Decoder) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

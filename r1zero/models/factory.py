@@ -1,0 +1,101 @@
+"""Creating models already sharded on a mesh, and the jitted scoring function over split state.
+
+The idiom (from nanodo): build the model abstractly (`nnx.eval_shape`, no memory), read the
+shardings off its `axes` metadata, then materialise every parameter directly in its sharded layout
+(`jax.jit(..., out_shardings=...)`), so no device ever holds a full copy it should not.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from r1zero import sharding
+from r1zero.config import ModelConfig
+from r1zero.models.decoder import Decoder
+from r1zero.models.logprobs import per_token_logprobs
+
+
+def abstract_model(config: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
+    """The model's graph definition and a State of ShapeDtypeStructs (allocates nothing)."""
+    return nnx.split(nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0))))
+
+
+def create_model(config: ModelConfig, mesh: Mesh, seed: int = 0) -> Decoder:
+    """A randomly initialised Decoder whose parameters are created already sharded on `mesh`."""
+    graphdef, abstract = abstract_model(config)
+    shardings = sharding.state_shardings(abstract, mesh)
+
+    @functools.partial(jax.jit, out_shardings=shardings)
+    def init():
+        return nnx.split(Decoder(config, rngs=nnx.Rngs(seed)))[1]
+
+    return nnx.merge(graphdef, init())
+
+
+def model_from_arrays(config: ModelConfig, arrays: Mapping[str, Any], mesh: Mesh) -> Decoder:
+    """A Decoder holding the given host arrays (a nested dict shaped like the model's state),
+    each placed on `mesh` with its sharding and cast to the configured parameter dtype.
+
+    Raises ValueError naming any missing, unexpected or mis-shaped parameter.
+    """
+    graphdef, abstract = abstract_model(config)
+    flat_abstract = dict(nnx.to_flat_state(abstract))
+    flat_given = _flatten(arrays)
+    missing = sorted(".".join(map(str, k)) for k in flat_abstract.keys() - flat_given.keys())
+    extra = sorted(".".join(map(str, k)) for k in flat_given.keys() - flat_abstract.keys())
+    if missing or extra:
+        raise ValueError(f"parameters do not match the model: missing {missing}, unexpected {extra}")
+    shardings = dict(nnx.to_flat_state(sharding.state_shardings(abstract, mesh)))
+    for key, var in flat_abstract.items():
+        value = np.asarray(flat_given[key])
+        if value.shape != var.get_value().shape:
+            raise ValueError(
+                f"parameter {'.'.join(map(str, key))} has shape {value.shape}, expected {var.get_value().shape}"
+            )
+        var.set_value(jax.device_put(value.astype(var.get_value().dtype), shardings[key].get_value()))
+    return nnx.merge(graphdef, nnx.from_flat_state(flat_abstract))
+
+
+def _flatten(tree: Mapping[str, Any], prefix: tuple = ()) -> dict[tuple, Any]:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, prefix + (k,)))
+        else:
+            out[prefix + (k,)] = v
+    return out
+
+
+def to_host_arrays(model: Decoder) -> dict:
+    """The model's parameters as a nested dict of numpy arrays (gathered from all devices)."""
+    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    nested: dict = {}
+    for key, var in flat:
+        node = nested
+        for part in key[:-1]:
+            node = node.setdefault(part, {})
+        node[key[-1]] = np.asarray(jax.device_get(var.get_value()))
+    return nested
+
+
+def jit_logprobs(model: Decoder, mesh: Mesh, temperature: float = 1.0, chunk_tokens: int = 4096):
+    """A jitted `fn(state, tokens_BxT, mask_BxT) -> (logp_BxT, entropy_BxT)` with explicit
+    shardings: the model state as created, the batch split over (`data`, `fsdp`).
+
+    Returns (fn, graphdef, state); call `fn(state, tokens, mask)`.
+    """
+    graphdef, state = nnx.split(model)
+    state_sh = jax.tree.map(lambda x: x.sharding, state)
+    batch_sh = sharding.batch_sharding(mesh, 2)
+
+    def fn(state, tokens_BxT, mask_BxT):
+        return per_token_logprobs(nnx.merge(graphdef, state), tokens_BxT, mask_BxT, temperature, chunk_tokens)
+
+    jitted = jax.jit(fn, in_shardings=(state_sh, batch_sh, batch_sh), out_shardings=(batch_sh, batch_sh))
+    return jitted, graphdef, state

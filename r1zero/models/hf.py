@@ -1,0 +1,355 @@
+"""Hugging Face interop: load a local model directory into the NNX Decoder, and export back.
+
+A directory holds config.json, model.safetensors (or model.safetensors.index.json plus shards),
+tokenizer.json and usually generation_config.json. Names are mapped and matrices transposed here,
+in one table (`_TABLE`) used in both directions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from collections.abc import Mapping
+from typing import Any, Callable, NamedTuple
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from r1zero import sharding
+from r1zero.config import MeshConfig, ModelConfig, RopeScaling
+from r1zero.models.decoder import Decoder
+from r1zero.models.factory import model_from_arrays, to_host_arrays
+
+ARCHITECTURES = {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama"}
+_HF_NAMES = {v: k for k, v in ARCHITECTURES.items()}
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+)
+
+
+def read_config(model_dir: str | os.PathLike, param_dtype: str | None = None,
+                compute_dtype: str | None = None) -> ModelConfig:
+    """ModelConfig from `model_dir/config.json`. Dtypes default to float32 on CPU (bfloat16 is
+    slower there) and to the checkpoint's dtype on accelerators."""
+    path = _require_file(Path(model_dir), "config.json")
+    hf = json.loads(path.read_text())
+    arch = _architecture(hf, path)
+    if hf.get("use_sliding_window"):
+        raise ValueError(f"{path}: use_sliding_window=true is not supported")
+    if hf.get("mlp_bias"):
+        raise ValueError(f"{path}: mlp_bias=true is not supported")
+    if hf.get("hidden_act", "silu") != "silu":
+        raise ValueError(f"{path}: hidden_act {hf['hidden_act']!r} is not supported (only silu)")
+    heads = hf["num_attention_heads"]
+    default_dtype = "float32" if jax.default_backend() == "cpu" else hf.get("dtype", hf.get("torch_dtype", "float32"))
+    attention_bias = bool(hf.get("attention_bias", False))
+    theta, scaling = _rope(hf, path)
+    return ModelConfig(
+        architecture=arch,
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["hidden_size"],
+        intermediate_size=hf["intermediate_size"],
+        num_layers=hf["num_hidden_layers"],
+        num_heads=heads,
+        num_kv_heads=hf.get("num_key_value_heads") or heads,
+        head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
+        rope_theta=theta,
+        rope_scaling=scaling,
+        rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+        qkv_bias=arch == "qwen2" or attention_bias,
+        o_bias=arch == "llama" and attention_bias,
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        max_position_embeddings=hf.get("max_position_embeddings", 32768),
+        param_dtype=param_dtype or default_dtype,
+        compute_dtype=compute_dtype or param_dtype or default_dtype,
+    )
+
+
+def _architecture(hf: dict, path: Path) -> str:
+    archs = hf.get("architectures") or []
+    for a in archs:
+        if a in ARCHITECTURES:
+            return ARCHITECTURES[a]
+    if not archs and hf.get("model_type") in _HF_NAMES:
+        return hf["model_type"]
+    raise ValueError(
+        f"{path}: unsupported model (architectures={archs}, model_type={hf.get('model_type')!r}); "
+        f"supported: {sorted(ARCHITECTURES)}"
+    )
+
+
+def _rope(hf: dict, path: Path) -> tuple[float, RopeScaling | None]:
+    """Rope base and scaling from either transformers 5's `rope_parameters` or the older keys."""
+    params = dict(hf.get("rope_parameters") or {})
+    if hf.get("rope_scaling"):
+        params = {**hf["rope_scaling"], **params}
+    theta = float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
+    kind = params.get("rope_type", params.get("type", "default"))
+    if kind == "default":
+        return theta, None
+    if kind != "llama3":
+        raise ValueError(f"{path}: rope type {kind!r} is not supported (default or llama3)")
+    return theta, RopeScaling(
+        factor=float(params["factor"]),
+        low_freq_factor=float(params["low_freq_factor"]),
+        high_freq_factor=float(params["high_freq_factor"]),
+        original_max_position_embeddings=int(params["original_max_position_embeddings"]),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Name and layout mapping.
+
+
+class _Entry(NamedTuple):
+    hf_name: str  # inside "model.layers.{i}." for per-layer entries
+    path: tuple[str, ...]  # path in the NNX state
+    hf_shape: tuple[int, ...]
+    to_ours: Callable[[np.ndarray], np.ndarray]
+    to_hf: Callable[[np.ndarray], np.ndarray]
+
+
+def _table(c: ModelConfig) -> tuple[list[_Entry], list[_Entry]]:
+    """(top-level entries, per-layer entries) for config `c`."""
+    D, F, V, H, K, Dh = c.hidden_size, c.intermediate_size, c.vocab_size, c.num_heads, c.num_kv_heads, c.head_dim
+    same = lambda w: w
+    T = lambda w: w.T
+
+    def proj(n):  # [n*Dh, D] (torch Linear: out x in) <-> [D, n, Dh]
+        return (lambda w: w.T.reshape(D, n, Dh)), (lambda x: x.reshape(D, n * Dh).T)
+
+    def bias(n):
+        return (lambda b: b.reshape(n, Dh)), (lambda x: x.reshape(n * Dh))
+
+    top = [
+        _Entry("model.embed_tokens.weight", ("embed",), (V, D), same, same),
+        _Entry("model.norm.weight", ("final_norm",), (D,), same, same),
+    ]
+    if not c.tie_embeddings:
+        top.append(_Entry("lm_head.weight", ("lm_head",), (V, D), T, T))
+    layer = [
+        _Entry("input_layernorm.weight", ("attn_norm",), (D,), same, same),
+        _Entry("post_attention_layernorm.weight", ("mlp_norm",), (D,), same, same),
+        _Entry("self_attn.q_proj.weight", ("attn", "q"), (H * Dh, D), *proj(H)),
+        _Entry("self_attn.k_proj.weight", ("attn", "k"), (K * Dh, D), *proj(K)),
+        _Entry("self_attn.v_proj.weight", ("attn", "v"), (K * Dh, D), *proj(K)),
+        _Entry("self_attn.o_proj.weight", ("attn", "o"), (D, H * Dh),
+               lambda w: w.T.reshape(H, Dh, D), lambda x: x.reshape(H * Dh, D).T),
+        _Entry("mlp.gate_proj.weight", ("mlp", "gate"), (F, D), T, T),
+        _Entry("mlp.up_proj.weight", ("mlp", "up"), (F, D), T, T),
+        _Entry("mlp.down_proj.weight", ("mlp", "down"), (D, F), T, T),
+    ]
+    if c.qkv_bias:
+        layer += [
+            _Entry("self_attn.q_proj.bias", ("attn", "q_bias"), (H * Dh,), *bias(H)),
+            _Entry("self_attn.k_proj.bias", ("attn", "k_bias"), (K * Dh,), *bias(K)),
+            _Entry("self_attn.v_proj.bias", ("attn", "v_bias"), (K * Dh,), *bias(K)),
+        ]
+    if c.o_bias:
+        layer.append(_Entry("self_attn.o_proj.bias", ("attn", "o_bias"), (D,), same, same))
+    return top, layer
+
+
+def hf_to_arrays(tensors: Mapping[str, Any], c: ModelConfig, source: str = "checkpoint") -> dict:
+    """Nested dict of our parameters from HF-named tensors (array-likes); names any tensor that is
+    missing, mis-shaped or unexpected."""
+    top, layer = _table(c)
+    used: set[str] = set()
+
+    def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
+        if name not in tensors:
+            raise ValueError(f"{source}: missing tensor {name!r}")
+        w = tensors[name]
+        if tuple(w.shape) != shape:
+            raise ValueError(f"{source}: tensor {name!r} has shape {tuple(w.shape)}, expected {shape}")
+        used.add(name)
+        return np.asarray(w[...])
+
+    out: dict = {}
+    for e in top:
+        _set(out, e.path, e.to_ours(get(e.hf_name, e.hf_shape)))
+    for e in layer:
+        per_layer = [e.to_ours(get(f"model.layers.{i}.{e.hf_name}", e.hf_shape)) for i in range(c.num_layers)]
+        _set(out, ("layers",) + e.path, np.stack(per_layer))
+    ignorable = {"lm_head.weight"} if c.tie_embeddings else set()
+    extra = sorted(n for n in tensors if n not in used and n not in ignorable and "rotary_emb.inv_freq" not in n)
+    if extra:
+        raise ValueError(f"{source}: unexpected tensors {extra[:5]}{' ...' if len(extra) > 5 else ''}")
+    return out
+
+
+def arrays_to_hf(arrays: dict, c: ModelConfig) -> dict[str, np.ndarray]:
+    """HF-named tensors from a nested dict of our parameters (the inverse of hf_to_arrays)."""
+    top, layer = _table(c)
+    out = {e.hf_name: np.ascontiguousarray(e.to_hf(_get(arrays, e.path))) for e in top}
+    for e in layer:
+        stacked = _get(arrays, ("layers",) + e.path)
+        for i in range(c.num_layers):
+            out[f"model.layers.{i}.{e.hf_name}"] = np.ascontiguousarray(e.to_hf(stacked[i]))
+    return out
+
+
+def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
+    for p in path[:-1]:
+        tree = tree.setdefault(p, {})
+    tree[path[-1]] = value
+
+
+def _get(tree: dict, path: tuple[str, ...]) -> Any:
+    for p in path:
+        tree = tree[p]
+    return tree
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files.
+
+
+def _require_file(model_dir: Path, name: str) -> Path:
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model directory {model_dir} does not exist")
+    path = model_dir / name
+    if not path.is_file():
+        found = sorted(p.name for p in model_dir.iterdir())
+        raise FileNotFoundError(f"{path} is missing (the directory holds {found})")
+    return path
+
+
+class _LazyTensors(Mapping):
+    """name -> tensor of a (possibly sharded) safetensors checkpoint; `.shape` is read from the
+    header and the data only on `[...]`, so one tensor at a time is copied from the mapped file."""
+
+    def __init__(self, handles: dict[str, Any]):
+        self._handles = handles
+
+    def __getitem__(self, name):
+        return _Tensor(self._handles[name], name)
+
+    def __iter__(self):
+        return iter(self._handles)
+
+    def __len__(self):
+        return len(self._handles)
+
+
+class _Tensor:
+    def __init__(self, handle, name):
+        self._handle, self._name = handle, name
+        self.shape = tuple(handle.get_slice(name).get_shape())
+
+    def __getitem__(self, _):
+        return self._handle.get_tensor(self._name)
+
+
+def open_safetensors(model_dir: str | os.PathLike) -> _LazyTensors:
+    """All tensors of model.safetensors or of the shards named by model.safetensors.index.json."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model directory {model_dir} does not exist")
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        files = sorted(set(weight_map.values()))
+    elif (model_dir / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        found = sorted(p.name for p in model_dir.iterdir())
+        raise FileNotFoundError(
+            f"{model_dir} has neither model.safetensors nor model.safetensors.index.json (found {found})"
+        )
+    handles = {}
+    for f in files:
+        path = model_dir / f
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing (named by {index.name})")
+        handle = safe_open(str(path), framework="np")
+        handles.update({name: handle for name in handle.keys()})
+    return _LazyTensors(handles)
+
+
+def load_model(model_dir: str | os.PathLike, mesh: Mesh | None = None, param_dtype: str | None = None,
+               compute_dtype: str | None = None) -> tuple[Decoder, ModelConfig]:
+    """Loads a local HF Qwen2/Llama directory into a Decoder sharded on `mesh` (default: FSDP over
+    all local devices)."""
+    config = read_config(model_dir, param_dtype, compute_dtype)
+    tensors = open_safetensors(model_dir)
+    arrays = hf_to_arrays(tensors, config, source=str(model_dir))
+    mesh = mesh or sharding.make_mesh(MeshConfig())
+    return model_from_arrays(config, arrays, mesh), config
+
+
+def hf_config_dict(c: ModelConfig, eos_token_id=None, bos_token_id=None) -> dict:
+    """config.json content for `c` (legacy rope keys, which transformers 4 and 5 and vLLM read)."""
+    d: dict[str, Any] = {
+        "architectures": [_HF_NAMES[c.architecture]],
+        "model_type": c.architecture,
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_hidden_layers": c.num_layers,
+        "num_attention_heads": c.num_heads,
+        "num_key_value_heads": c.num_kv_heads,
+        "head_dim": c.head_dim,
+        "hidden_act": "silu",
+        "rms_norm_eps": c.rms_norm_eps,
+        "rope_theta": c.rope_theta,
+        "tie_word_embeddings": c.tie_embeddings,
+        "max_position_embeddings": c.max_position_embeddings,
+        "torch_dtype": c.param_dtype,
+        "use_cache": True,
+    }
+    if c.rope_scaling is not None:
+        d["rope_scaling"] = {"rope_type": "llama3", **vars(c.rope_scaling)}
+    if c.architecture == "llama":
+        if c.qkv_bias != c.o_bias:
+            raise ValueError("Llama checkpoints bias q/k/v and o together (attention_bias)")
+        d["attention_bias"] = c.o_bias
+        d["mlp_bias"] = False
+    elif not c.qkv_bias or c.o_bias:
+        raise ValueError("Qwen2 checkpoints have q/k/v bias and no o bias")
+    if eos_token_id is not None:
+        d["eos_token_id"] = eos_token_id
+    if bos_token_id is not None:
+        d["bos_token_id"] = bos_token_id
+    return d
+
+
+def save_model(model: Decoder, out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None,
+               dtype: str | None = None) -> Path:
+    """Writes `out_dir` as a HF directory (config.json, model.safetensors, tokenizer files copied from
+    `tokenizer_dir`) that transformers and vLLM load. The weights are written to a temporary file and
+    renamed, so an interrupted export never leaves a half-written model.safetensors."""
+    c: ModelConfig = model.config
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = arrays_to_hf(to_host_arrays(model), c)
+    if dtype is not None:
+        tensors = {k: v.astype(np.dtype(jax.numpy.dtype(dtype))) for k, v in tensors.items()}
+    tmp = out / "model.safetensors.tmp"
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, out / "model.safetensors")
+    eos = bos = None
+    if tokenizer_dir is not None:
+        for name in TOKENIZER_FILES:
+            if (Path(tokenizer_dir) / name).is_file():
+                shutil.copyfile(Path(tokenizer_dir) / name, out / name)
+        src_cfg = Path(tokenizer_dir) / "config.json"
+        if src_cfg.is_file():
+            src = json.loads(src_cfg.read_text())
+            eos, bos = src.get("eos_token_id"), src.get("bos_token_id")
+    config = hf_config_dict(c, eos, bos)
+    if dtype is not None:
+        config["torch_dtype"] = dtype
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return out

@@ -1,0 +1,74 @@
+"""Per-token log-probabilities and entropies: the one definition the sampler and the trainer share.
+
+log p(token_t | tokens_<t) under the full softmax of logits / temperature. Logits are never
+materialised for the whole batch: the time axis is cut into chunks, each chunk's float32 logits are
+reduced to (log-prob, entropy) and dropped, and the chunk is recomputed in the backward pass
+(`jax.checkpoint`), so temporary memory is O(B * chunk * V), not O(B * T * V).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from r1zero.models.decoder import Decoder, positions_from_mask
+
+
+def per_token_logprobs(
+    model: Decoder,
+    tokens_BxT: jax.Array,
+    mask_BxT: jax.Array,
+    temperature: float = 1.0,
+    chunk_tokens: int = 4096,
+    positions_BxT: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """(logp_BxT, entropy_BxT), float32.
+
+    logp[:, t] = log softmax(logits_{t-1} / temperature)[tokens[:, t]]; entropy[:, t] is the entropy
+    of that same distribution. Both are 0 where token t is padding and where it has no real token
+    before it (column 0, or the first real token of a left-padded row).
+    chunk_tokens: about how many (row, position) pairs get logits at once (memory B*chunk*V*4 bytes).
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0 for log-probabilities, got {temperature}")
+    mask_BxT = mask_BxT.astype(bool)
+    if positions_BxT is None:
+        positions_BxT = positions_from_mask(mask_BxT)
+    h_BxTxD, _ = model.hidden_states(tokens_BxT, positions_BxT, mask_BxT)
+    logp_BxT1, ent_BxT1 = logprobs_from_hidden(
+        model, h_BxTxD[:, :-1], tokens_BxT[:, 1:], temperature, chunk_tokens
+    )
+    scored_BxT1 = mask_BxT[:, 1:] & mask_BxT[:, :-1]
+    pad = jnp.zeros_like(logp_BxT1[:, :1])
+    logp_BxT = jnp.concatenate([pad, jnp.where(scored_BxT1, logp_BxT1, 0.0)], axis=1)
+    ent_BxT = jnp.concatenate([pad, jnp.where(scored_BxT1, ent_BxT1, 0.0)], axis=1)
+    return logp_BxT, ent_BxT
+
+
+def logprobs_from_hidden(
+    model: Decoder, h_BxTxD: jax.Array, targets_BxT: jax.Array, temperature: float, chunk_tokens: int
+) -> tuple[jax.Array, jax.Array]:
+    """Log-prob of targets[:, t] and entropy under softmax(logits(h[:, t]) / temperature), chunked
+    over time; chunks keep the whole batch so a batch-sharded input stays sharded."""
+    B, T, D = h_BxTxD.shape
+    chunk = max(1, min(T, chunk_tokens // B))
+    n_chunks = -(-T // chunk)
+    pad = n_chunks * chunk - T
+    h_BxPxD = jnp.pad(h_BxTxD, ((0, 0), (0, pad), (0, 0)))
+    t_BxP = jnp.pad(targets_BxT, ((0, 0), (0, pad)))
+    h_NxBxCxD = h_BxPxD.reshape(B, n_chunks, chunk, D).transpose(1, 0, 2, 3)
+    t_NxBxC = t_BxP.reshape(B, n_chunks, chunk).transpose(1, 0, 2)
+
+    @jax.checkpoint  # recompute the chunk's logits in the backward pass instead of storing them
+    def one_chunk(args):
+        h_BxCxD, t_BxC = args
+        z_BxCxV = model.logits(h_BxCxD) / temperature
+        lse_BxC = jax.nn.logsumexp(z_BxCxV, axis=-1)
+        logp_BxC = jnp.take_along_axis(z_BxCxV, t_BxC[..., None], axis=-1)[..., 0] - lse_BxC
+        p_BxCxV = jnp.exp(z_BxCxV - lse_BxC[..., None])
+        ent_BxC = lse_BxC - jnp.sum(p_BxCxV * z_BxCxV, axis=-1)
+        return logp_BxC, ent_BxC
+
+    logp_NxBxC, ent_NxBxC = jax.lax.map(one_chunk, (h_NxBxCxD, t_NxBxC))
+    unchunk = lambda a: a.transpose(1, 0, 2).reshape(B, n_chunks * chunk)[:, :T]
+    return unchunk(logp_NxBxC), unchunk(ent_NxBxC)

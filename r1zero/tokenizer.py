@@ -1,0 +1,54 @@
+"""Tokenizer from a model directory's tokenizer.json (the `tokenizers` library), with the EOS, BOS
+and pad ids real checkpoints declare in generation_config.json / config.json."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import tokenizers
+
+
+def _ids(value) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    return tuple(value) if isinstance(value, (list, tuple)) else (int(value),)
+
+
+class Tokenizer:
+    """Text <-> token ids for one model directory."""
+
+    def __init__(self, model_dir: str | os.PathLike):
+        model_dir = Path(model_dir)
+        path = model_dir / "tokenizer.json"
+        if not path.is_file():
+            where = "does not exist" if not model_dir.is_dir() else "has no tokenizer.json"
+            raise FileNotFoundError(f"{model_dir} {where}: a tokenizer.json is needed to tokenize text")
+        self.path = path
+        self._tok = tokenizers.Tokenizer.from_file(str(path))
+        meta: dict = {}
+        for name in ("config.json", "generation_config.json"):  # generation_config wins
+            if (model_dir / name).is_file():
+                meta.update({k: v for k, v in json.loads((model_dir / name).read_text()).items() if v is not None})
+        self.eos_ids: tuple[int, ...] = _ids(meta.get("eos_token_id"))
+        self.bos_id: int | None = meta.get("bos_token_id")
+        pad = meta.get("pad_token_id")
+        self.pad_id: int = int(pad) if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids; `add_special_tokens` applies the file's post-processor (e.g. Llama 3's BOS)."""
+        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        return self._tok.decode(list(map(int, ids)), skip_special_tokens=skip_special_tokens)
+
+    def id_to_token(self, i: int) -> str | None:
+        return self._tok.id_to_token(int(i))
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._tok.token_to_id(token)
