@@ -139,3 +139,22 @@ def _parse_value(raw: str, annotation: Any, key: str) -> Any:
 def to_dict(config: Any) -> dict:
     """A JSON-ready dict of a (nested) config dataclass."""
     return dataclasses.asdict(config)
+
+
+def load_config_file(path: str) -> Any:
+    """Runs `get_config()` of a `configs/*.py` file and returns its dataclass."""
+    import importlib.util
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"config file {file} does not exist")
+    spec = importlib.util.spec_from_file_location(f"r1zero_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config file {file} defines no get_config()")
+    config = module.get_config()
+    if not dataclasses.is_dataclass(config):
+        raise ValueError(f"get_config() in {file} returned {type(config).__name__}, not a config dataclass")
+    return config

@@ -1,0 +1,63 @@
+"""`r1zero score` and `r1zero info` against transformers, and their error messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from r1zero.cli import main
+from r1zero.tokenizer import Tokenizer
+from tests.conftest import hf_logits
+
+
+def run_cli(capsys, *argv) -> tuple[int, dict | None, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if code == 0 else None), err
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_score_matches_transformers(arch, qwen2_dir, llama_dir, capsys):
+    model_dir = {"qwen2": qwen2_dir, "llama": llama_dir}[arch]
+    text = "Q: 47*86=? <think> 47*6=282 47*80=3760 </think> A: 4042"
+    code, result, _ = run_cli(capsys, "score", "--model", str(model_dir), "--text", text)
+    assert code == 0
+    ids = Tokenizer(model_dir).encode(text)
+    assert result["token_ids"] == ids and len(result["tokens"]) == len(ids)
+    logits = hf_logits(model_dir, np.asarray([ids])).astype(np.float64)[0]
+    m = logits.max(-1, keepdims=True)
+    logp = logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))
+    ref = logp[np.arange(len(ids) - 1), ids[1:]]
+    assert result["logprobs"][0] is None
+    np.testing.assert_allclose(result["logprobs"][1:], ref, atol=2e-5)
+    assert result["total_logprob"] == pytest.approx(ref.sum(), abs=1e-3)
+
+
+def test_info_counts_parameters_like_transformers(qwen2_dir, llama_dir, capsys):
+    import transformers
+
+    for model_dir in (qwen2_dir, llama_dir):
+        code, result, _ = run_cli(capsys, "info", "--model", str(model_dir))
+        assert code == 0
+        hf_model = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
+        assert result["parameters"] == hf_model.num_parameters()
+        assert result["num_layers"] == hf_model.config.num_hidden_layers
+    assert result["architecture"] == "llama" and result["rope_scaling"]["factor"] == 8.0
+
+
+def test_errors_are_one_clear_line(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "info", "--model", str(tmp_path / "missing"))
+    assert code == 2 and "does not exist" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_console_script_is_installed(qwen2_dir):
+    """The `r1zero` entry point (and `python -m r1zero`) run as a user would call them."""
+    proc = subprocess.run([sys.executable, "-m", "r1zero", "info", "--model", str(qwen2_dir)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["architecture"] == "qwen2"
