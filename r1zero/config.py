@@ -71,6 +71,36 @@ class MeshConfig:
     tensor: int = 1
 
 
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """How the rollout sampler generates completions.
+
+    temperature 0 is greedy. top_p < 1 and top_k > 0 only shape what is sampled: log-probabilities
+    are always those of the full softmax of logits / temperature (logits / 1 when greedy), the one
+    definition the trainer uses. Training rollouts default to neither.
+    """
+
+    num_samples: int = 1  # G: completions per unique prompt
+    max_prompt_len: int = 256
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    stop_strings: tuple[str, ...] = ()
+    eos_ids: tuple[int, ...] | None = None  # None: the tokenizer's (generation_config.json)
+    truncate_prompts: bool = False  # cut over-long prompts from the left (counted) instead of raising
+    min_prompt_bucket: int = 16  # prompt lengths are padded to powers of two from here
+    cache_dtype: str | None = None  # None: the model's compute dtype
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0 or self.num_samples < 1 or self.max_new_tokens < 1:
+            raise ValueError("top_k must be >= 0, num_samples and max_new_tokens >= 1")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Command-line overrides: `--set section.key=value`.
 

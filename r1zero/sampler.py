@@ -1,0 +1,280 @@
+"""The rollout sampler: G completions per prompt from the same NNX model the trainer updates.
+
+One jitted program per (prompt count, prompt bucket, config): prefill the unique prompts once, copy
+each prompt's KV cache to its G rows, then decode inside `jax.lax.while_loop` until every row has
+finished (EOS, a stop string, or `max_new_tokens`). The KV cache lives only inside that program, so
+XLA updates it in place across decode steps (nothing to donate, nothing copied back to the host).
+
+Log-probabilities of sampled tokens are those of `per_token_logprobs(..., temperature)`: the full
+softmax of logits / temperature, whatever top-p/top-k did to the sampling distribution.
+
+Shape letters: P unique prompts, G samples each, B = P * G rows (group-major: row r is sample r % G of
+prompt r // G), Lp prompt bucket, N max_new_tokens, V vocabulary, W longest token in bytes, M longest
+stop string in bytes minus one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from r1zero.config import SamplingConfig
+from r1zero.models.decoder import Decoder, KVCache, positions_from_mask
+from r1zero.tokenizer import Tokenizer
+
+RUNNING, EOS, STOP, LENGTH = 0, 1, 2, 3
+FINISH_REASONS = {EOS: "eos", STOP: "stop", LENGTH: "length"}
+MAX_TOKEN_BYTES = 256  # longer tokens are matched against stop strings by their first 256 bytes
+
+
+@dataclasses.dataclass
+class Samples:
+    """A batch of completions (numpy, on the host), rows group-major.
+
+    prompt_tokens_BxLp / prompt_mask_BxLp: left-padded prompt ids of each row.
+    completion_tokens_BxN / completion_mask_BxN: generated ids (pad after the end) and which count;
+    a completion ends with its EOS token or with the token that completed a stop string.
+    logprobs_BxN: log p(token) under softmax(logits / temperature) (logits / 1 when greedy); 0 on padding.
+    finish_reason: per row, "eos", "stop" or "length". group_ids_B: the prompt index of each row.
+    texts: decoded completions (without a final EOS token; stop text kept).
+    decode_steps: iterations of the decode loop (= the longest completion).
+    num_truncated_prompts: prompts cut from the left because they exceeded max_prompt_len.
+    """
+
+    prompt_tokens: np.ndarray
+    prompt_mask: np.ndarray
+    completion_tokens: np.ndarray
+    completion_mask: np.ndarray
+    logprobs: np.ndarray
+    finish_reason: list[str]
+    group_ids: np.ndarray
+    texts: list[str]
+    decode_steps: int
+    num_truncated_prompts: int
+
+    def sequences(self) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens_BxT, mask_BxT): prompt and completion side by side, as the trainer scores them;
+        `per_token_logprobs(...)[:, Lp:]` reproduces `logprobs`."""
+        tokens = np.concatenate([self.prompt_tokens, self.completion_tokens], axis=1)
+        return tokens, np.concatenate([self.prompt_mask, self.completion_mask], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Choosing one token per row (pure).
+
+
+def sample_tokens(logits_BxV, keys_B, temperature: float, top_k: int = 0, top_p: float = 1.0):
+    """(token_B, logp_B): a token per row and its log-prob under softmax(logits / temperature).
+
+    temperature 0 takes the argmax (log-prob at temperature 1). Otherwise top-k and then top-p
+    restrict the candidates, and one uniform draw per row picks a candidate by inverse CDF: cheaper
+    than a Gumbel draw over the whole vocabulary, and exact.
+    """
+    logits_BxV = logits_BxV.astype(jnp.float32)
+    if temperature == 0:
+        z_BxV = logits_BxV
+        token_B = jnp.argmax(z_BxV, axis=-1)
+    else:
+        z_BxV = logits_BxV / temperature
+        cand_BxC, index_BxC = _candidates(z_BxV, top_k, top_p)
+        u_B = 1.0 - jax.vmap(jax.random.uniform)(keys_B)  # in (0, 1]: never selects a zero-mass token
+        weight_BxC = jnp.exp(cand_BxC - cand_BxC.max(-1, keepdims=True))
+        cdf_BxC = jnp.cumsum(weight_BxC, axis=-1)
+        pick_B = jnp.sum(cdf_BxC < (u_B * cdf_BxC[:, -1])[:, None], axis=-1)
+        pick_B = jnp.minimum(pick_B, cand_BxC.shape[-1] - 1)
+        token_B = pick_B if index_BxC is None else jnp.take_along_axis(index_BxC, pick_B[:, None], -1)[:, 0]
+    logp_B = jnp.take_along_axis(z_BxV, token_B[:, None], -1)[:, 0] - jax.nn.logsumexp(z_BxV, axis=-1)
+    return token_B.astype(jnp.int32), logp_B
+
+
+def _candidates(z_BxV, top_k: int, top_p: float):
+    """(values_BxC, vocab_index_BxC or None): the scaled logits still allowed, -inf elsewhere."""
+    if top_k <= 0 and top_p >= 1.0:
+        return z_BxV, None
+    k = top_k if top_k > 0 else z_BxV.shape[-1]
+    values_BxC, index_BxC = jax.lax.top_k(z_BxV, k)  # sorted, largest first
+    if top_p < 1.0:
+        p_BxC = jax.nn.softmax(values_BxC, axis=-1)
+        mass_before_BxC = jnp.cumsum(p_BxC, axis=-1) - p_BxC
+        values_BxC = jnp.where(mass_before_BxC < top_p, values_BxC, -jnp.inf)  # keeps the top token
+    return values_BxC, index_BxC
+
+
+# ---------------------------------------------------------------------------------------------------
+# Stop strings, matched on device on the bytes each token stands for.
+
+
+@functools.lru_cache(maxsize=8)
+def _token_byte_table(tokenizer: Tokenizer, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes_VxW int16, -1 padded; length_V) for ids up to the model's vocabulary size."""
+    pieces = tokenizer.token_bytes()[:vocab_size]
+    width = max(1, min(MAX_TOKEN_BYTES, max((len(p) for p in pieces), default=1)))
+    table = np.full((vocab_size, width), -1, np.int16)
+    length = np.zeros((vocab_size,), np.int32)
+    for i, piece in enumerate(pieces):
+        piece = piece[:width]
+        table[i, : len(piece)] = np.frombuffer(piece, np.uint8)
+        length[i] = len(piece)
+    return table, length
+
+
+def _stop_hit(buf_BxM, token_B, table_VxW, length_V, stops: tuple[bytes, ...]):
+    """(hit_B, new_buf_BxM): whether a stop string ends inside this token's bytes, given the last M
+    bytes generated before it; spans over several tokens and ends inside a token both count."""
+    M = buf_BxM.shape[1]
+    new_BxW, n_B = table_VxW[token_B].astype(jnp.int32), length_V[token_B]
+    window_BxZ = jnp.concatenate([buf_BxM, new_BxW], axis=1)
+    Z = window_BxZ.shape[1]
+    hit_B = jnp.zeros(token_B.shape, bool)
+    for stop in stops:  # static: a few strings, unrolled
+        m = len(stop)
+        starts = Z - m + 1
+        match_BxE = jnp.ones((token_B.shape[0], starts), bool)
+        for j, byte in enumerate(stop):
+            match_BxE &= window_BxZ[:, j : j + starts] == byte
+        end_E = jnp.arange(starts) + m - 1
+        in_token_BxE = (end_E[None] >= M) & (end_E[None] < M + n_B[:, None])
+        hit_B |= jnp.any(match_BxE & in_token_BxE, axis=1)
+    # Keep the last M bytes: window[n : n + M] for each row.
+    take_BxM = n_B[:, None] + jnp.arange(M)[None]
+    return hit_B, jnp.take_along_axis(window_BxZ, take_BxM, axis=1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The jitted program.
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "config", "eos_ids", "stops", "pad_id"))
+def _generate(graphdef, state, prompt_PxL, prompt_mask_PxL, key, byte_table_VxW, byte_length_V, *,
+              config: SamplingConfig, eos_ids: tuple[int, ...], stops: tuple[bytes, ...], pad_id: int):
+    """(tokens_BxN, mask_BxN, logp_BxN, reason_B, decode_steps) for left-padded prompts."""
+    model: Decoder = nnx.merge(graphdef, state)
+    P, Lp = prompt_PxL.shape
+    G, N = config.num_samples, config.max_new_tokens
+    B = P * G
+
+    # Prefill the P unique prompts once, then give each of its G rows a copy of the cache.
+    cache = KVCache.create(model.config, P, Lp + N, config.cache_dtype)
+    h_PxLxD, cache = model.hidden_states(prompt_PxL, positions_from_mask(prompt_mask_PxL), prompt_mask_PxL, cache)
+    repeat = lambda x, axis: jnp.repeat(x, G, axis=axis)
+    cache = KVCache(k=repeat(cache.k, 1), v=repeat(cache.v, 1), valid=repeat(cache.valid, 0), end=cache.end)
+    logits_BxV = repeat(model.logits(h_PxLxD[:, -1]), 0)
+    first_position_B = repeat(prompt_mask_PxL.sum(axis=1), 0)
+
+    # One key per row, from (prompt index, sample index): a row's draws do not depend on the batch.
+    rows = jnp.arange(B)
+    row_keys_B = jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(key, r // G), r % G))(rows)
+    eos_E = jnp.asarray(eos_ids if eos_ids else (-1,), jnp.int32)
+    M = max([len(s) for s in stops], default=1) - 1
+
+    def body(s):
+        i = s["i"]
+        step_keys_B = jax.vmap(lambda k: jax.random.fold_in(k, i))(row_keys_B)
+        token_B, logp_B = sample_tokens(s["logits"], step_keys_B, config.temperature, config.top_k, config.top_p)
+        active_B = s["reason"] == RUNNING
+        token_B = jnp.where(active_B, token_B, pad_id)
+        is_eos_B = active_B & jnp.isin(token_B, eos_E)
+        reason_B = jnp.where(is_eos_B, EOS, s["reason"])
+        buf_BxM = s["buf"]
+        if stops:
+            hit_B, buf_BxM = _stop_hit(buf_BxM, token_B, byte_table_VxW, byte_length_V, stops)
+            reason_B = jnp.where(active_B & hit_B & ~is_eos_B, STOP, reason_B)
+        h_Bx1xD, cache = model.hidden_states(
+            token_B[:, None], (first_position_B + i)[:, None], active_B[:, None], s["cache"]
+        )
+        return dict(
+            i=i + 1, cache=cache, logits=model.logits(h_Bx1xD[:, 0]), reason=reason_B, buf=buf_BxM,
+            tokens=s["tokens"].at[:, i].set(token_B),
+            logp=s["logp"].at[:, i].set(jnp.where(active_B, logp_B, 0.0)),
+            mask=s["mask"].at[:, i].set(active_B),
+        )
+
+    def running(s):
+        return (s["i"] < N) & jnp.any(s["reason"] == RUNNING)
+
+    init = dict(
+        i=jnp.zeros((), jnp.int32), cache=cache, logits=logits_BxV,
+        reason=jnp.full((B,), RUNNING, jnp.int32), buf=jnp.full((B, max(M, 1)), -1, jnp.int32),
+        tokens=jnp.full((B, N), pad_id, jnp.int32), logp=jnp.zeros((B, N), jnp.float32),
+        mask=jnp.zeros((B, N), bool),
+    )
+    s = jax.lax.while_loop(running, body, init)
+    reason_B = jnp.where(s["reason"] == RUNNING, LENGTH, s["reason"])
+    return s["tokens"], s["mask"], s["logp"], reason_B, s["i"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The host-side entry point.
+
+
+def prompt_bucket(length: int, config: SamplingConfig) -> int:
+    """Padded prompt length: the next power of two from `min_prompt_bucket`, at most max_prompt_len."""
+    bucket = config.min_prompt_bucket
+    while bucket < length:
+        bucket *= 2
+    return min(bucket, config.max_prompt_len)
+
+
+def sample(model: Decoder, prompts: Sequence[str | Sequence[int]], key: jax.Array, config: SamplingConfig,
+           tokenizer: Tokenizer) -> Samples:
+    """G = config.num_samples completions for each prompt (text, or token ids).
+
+    Over-long prompts raise ValueError naming the prompt and both lengths, unless
+    `config.truncate_prompts` cuts them from the left (counted in `num_truncated_prompts`).
+    Same key and inputs, same output.
+    """
+    ids, truncated = _prompt_ids(prompts, config, tokenizer)
+    P, G, Lp = len(ids), config.num_samples, prompt_bucket(max(map(len, ids)), config)
+    prompt_PxL = np.full((P, Lp), tokenizer.pad_id, np.int32)
+    mask_PxL = np.zeros((P, Lp), bool)
+    for p, row in enumerate(ids):  # left padding: every row's next token goes to the same slot
+        prompt_PxL[p, Lp - len(row):], mask_PxL[p, Lp - len(row):] = row, True
+    eos_ids = tuple(config.eos_ids if config.eos_ids is not None else tokenizer.eos_ids)
+    stops = tuple(s.encode("utf-8") for s in config.stop_strings)
+    if any(not s for s in stops):
+        raise ValueError("stop strings must not be empty")
+    if stops:
+        table, length = _token_byte_table(tokenizer, model.config.vocab_size)
+    else:  # no stop strings: the tables are not read
+        table, length = np.zeros((1, 1), np.int16), np.zeros((1,), np.int32)
+    graphdef, state = nnx.split(model)
+    tokens, mask, logp, reason, steps = jax.device_get(_generate(
+        graphdef, state, prompt_PxL, mask_PxL, key, table, length,
+        config=config, eos_ids=eos_ids, stops=stops, pad_id=tokenizer.pad_id,
+    ))
+    reasons = [FINISH_REASONS[int(r)] for r in reason]
+    texts = []
+    for row, m, why in zip(tokens, mask, reasons):
+        kept = row[m]
+        texts.append(tokenizer.decode(kept[:-1] if why == "eos" else kept))
+    return Samples(
+        prompt_tokens=np.repeat(prompt_PxL, G, axis=0), prompt_mask=np.repeat(mask_PxL, G, axis=0),
+        completion_tokens=tokens, completion_mask=mask, logprobs=logp, finish_reason=reasons,
+        group_ids=np.repeat(np.arange(P), G), texts=texts, decode_steps=int(steps),
+        num_truncated_prompts=truncated,
+    )
+
+
+def _prompt_ids(prompts, config: SamplingConfig, tokenizer: Tokenizer) -> tuple[list[list[int]], int]:
+    if not len(prompts):
+        raise ValueError("no prompts to sample from")
+    ids, truncated = [], 0
+    for i, p in enumerate(prompts):
+        row = tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p]
+        if not row:
+            raise ValueError(f"prompt {i} is empty")
+        if len(row) > config.max_prompt_len:
+            if not config.truncate_prompts:
+                raise ValueError(
+                    f"prompt {i} has {len(row)} tokens, more than max_prompt_len={config.max_prompt_len} "
+                    f"(set truncate_prompts to cut it from the left)"
+                )
+            row, truncated = row[-config.max_prompt_len:], truncated + 1
+        ids.append(row)
+    return ids, truncated

@@ -1,0 +1,246 @@
+"""The sampler against independent references: full forward passes, transformers' greedy
+`generate`, float64 softmax frequencies, and a pure-Python stop-string search."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from r1zero.config import SamplingConfig
+from r1zero.models import hf, per_token_logprobs, positions_from_mask
+from r1zero.sampler import _stop_hit, sample, sample_tokens
+from r1zero.tokenizer import Tokenizer
+from tests.conftest import hf_logits
+
+PROMPTS = ["Q: 47*86=? <think>", "Wait, let me verify: 12 + 30 = 42, so", "The"]
+
+
+@pytest.fixture(scope="module")
+def setup(qwen2_dir):
+    model, _ = hf.load_model(qwen2_dir)
+    return model, Tokenizer(qwen2_dir), qwen2_dir
+
+
+def full_forward_logits(model, tokens, mask):
+    logits, _ = model(jnp.asarray(tokens), positions_from_mask(jnp.asarray(mask)), jnp.asarray(mask))
+    return np.asarray(logits, np.float64)
+
+
+def test_greedy_is_stepwise_argmax_of_full_forward(setup):
+    model, tok, _ = setup
+    config = SamplingConfig(temperature=0.0, max_new_tokens=12, eos_ids=())
+    s = sample(model, PROMPTS, jax.random.key(0), config, tok)
+    tokens, mask = s.sequences()
+    logits = full_forward_logits(model, tokens, mask)
+    Lp = s.prompt_tokens.shape[1]
+    for r in range(len(PROMPTS)):
+        for j in range(config.max_new_tokens):
+            row = logits[r, Lp + j - 1]
+            top2 = np.sort(row)[-2:]
+            if s.completion_tokens[r, j] != row.argmax():
+                assert top2[1] - top2[0] < 1e-5, f"row {r} step {j}: not a tie"
+    assert s.finish_reason == ["length"] * 3 and s.completion_mask.all()
+
+
+def test_greedy_matches_transformers_generate(setup):
+    import torch
+    import transformers
+
+    model, tok, model_dir = setup
+    N = 16
+    ours = sample(model, PROMPTS, jax.random.key(0), SamplingConfig(temperature=0.0, max_new_tokens=N), tok)
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    for r, prompt in enumerate(PROMPTS):
+        ids = tok.encode(prompt)
+        with torch.no_grad():
+            out = hf_model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                    do_sample=False, max_new_tokens=N)
+        theirs = out[0, len(ids):].tolist()
+        mine = ours.completion_tokens[r][ours.completion_mask[r]].tolist()
+        for j, (a, b) in enumerate(zip(mine, theirs)):
+            if a != b:  # only a tie of the top-2 logits may separate them
+                logits = hf_logits(model_dir, [ids + theirs[:j]])[0, -1].astype(np.float64)
+                top2 = np.sort(logits)[-2:]
+                assert top2[1] - top2[0] < 1e-5, f"prompt {r} token {j}: {a} vs {b}, not a tie"
+                break
+        else:
+            assert len(mine) == len(theirs) or mine[-1] in tok.eos_ids
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampler_logprobs_equal_trainer_logprobs(setup, temperature):
+    model, tok, _ = setup
+    config = SamplingConfig(num_samples=2, temperature=temperature, max_new_tokens=10)
+    s = sample(model, PROMPTS, jax.random.key(1), config, tok)
+    tokens, mask = s.sequences()
+    logp, _ = per_token_logprobs(model, jnp.asarray(tokens), jnp.asarray(mask), temperature)
+    Lp = s.prompt_tokens.shape[1]
+    recomputed = np.asarray(logp)[:, Lp:]
+    m = s.completion_mask
+    assert np.abs(recomputed[m] - s.logprobs[m]).max() < 1e-5
+    assert np.all(s.logprobs[~m] == 0)
+    assert list(s.group_ids) == [0, 0, 1, 1, 2, 2]
+
+
+def test_row_does_not_depend_on_batch_or_padding(setup):
+    model, tok, _ = setup
+    config = SamplingConfig(num_samples=2, max_new_tokens=8)
+    alone = sample(model, [PROMPTS[2]], jax.random.key(3), config, tok)
+    long_prompt = " ".join(["verify"] * 30)  # forces a longer prompt bucket for the whole batch
+    mixed = sample(model, [PROMPTS[2], long_prompt], jax.random.key(3), config, tok)
+    assert mixed.prompt_tokens.shape[1] > alone.prompt_tokens.shape[1]
+    np.testing.assert_array_equal(mixed.completion_tokens[:2], alone.completion_tokens)
+    np.testing.assert_allclose(mixed.logprobs[:2], alone.logprobs, atol=1e-5)
+
+
+def test_same_key_same_output_and_keys_matter(setup):
+    model, tok, _ = setup
+    config = SamplingConfig(num_samples=4, max_new_tokens=8)
+    a = sample(model, PROMPTS[:1], jax.random.key(5), config, tok)
+    b = sample(model, PROMPTS[:1], jax.random.key(5), config, tok)
+    c = sample(model, PROMPTS[:1], jax.random.key(6), config, tok)
+    np.testing.assert_array_equal(a.completion_tokens, b.completion_tokens)
+    assert not np.array_equal(a.completion_tokens, c.completion_tokens)
+    assert len({tuple(r) for r in a.completion_tokens}) > 1  # the G samples of a group differ
+
+
+def test_loop_stops_when_every_row_has_finished(setup):
+    model, tok, _ = setup
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=20, eos_ids=())
+    free = sample(model, PROMPTS[:2], jax.random.key(0), greedy, tok)
+    assert free.decode_steps == 20
+    # Declare as EOS the tokens each row emits at steps 2 and 5: rows end at their first occurrence.
+    eos = (int(free.completion_tokens[0, 2]), int(free.completion_tokens[1, 5]))
+    ends = [int(np.flatnonzero(np.isin(row, eos))[0]) + 1 for row in free.completion_tokens]
+    s = sample(model, PROMPTS[:2], jax.random.key(0), dataclasses.replace(greedy, eos_ids=eos), tok)
+    assert s.decode_steps == max(ends) < 20
+    assert s.finish_reason == ["eos", "eos"]
+    assert [int(m.sum()) for m in s.completion_mask] == ends  # the EOS token is part of the completion
+    for r, end in enumerate(ends):
+        assert s.texts[r] == tok.decode(free.completion_tokens[r, : end - 1])  # text without the EOS
+
+
+def test_stop_string_spanning_tokens_and_ending_inside_one(setup):
+    model, tok, _ = setup
+    table = tok.token_bytes()
+    # Sampled (a random model's greedy output repeats one token); same key, same tokens until the stop.
+    config = SamplingConfig(temperature=1.0, max_new_tokens=48, eos_ids=())
+    free = sample(model, PROMPTS[:1], jax.random.key(0), config, tok).completion_tokens[0]
+    pieces = [table[t] for t in free]
+    text = b"".join(pieces)
+    # A stop made of the end of token k-2, all of token k-1, and the first byte of token k (k >= 2).
+    for k in range(2, len(pieces)):
+        if len(pieces[k]) > 1 and pieces[k - 2]:
+            stop = pieces[k - 2][-1:] + pieces[k - 1] + pieces[k][:1]
+            try:
+                stop_text = stop.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            break
+    else:
+        pytest.fail("no suitable stop string in the greedy output")
+    # Reference: the first occurrence in the byte string, mapped to the token holding its last byte.
+    end_byte = text.find(stop) + len(stop) - 1
+    expected_len = int(np.searchsorted(np.cumsum([len(p) for p in pieces]), end_byte, side="right")) + 1
+    s = sample(model, PROMPTS[:1], jax.random.key(0), dataclasses.replace(config, stop_strings=(stop_text,)), tok)
+    assert s.finish_reason == ["stop"]
+    assert int(s.completion_mask[0].sum()) == expected_len
+    np.testing.assert_array_equal(s.completion_tokens[0, :expected_len], free[:expected_len])
+    assert stop_text in s.texts[0]
+
+
+def test_stop_matcher_on_handmade_tokens():
+    pieces = [b"</", b"ans", b"wer", b">", b"er>\n", b"</answer>", b"x", b"\xc3", b"\xa9", b"answ"]
+    table = np.full((len(pieces), 9), -1, np.int16)
+    for i, p in enumerate(pieces):
+        table[i, : len(p)] = np.frombuffer(p, np.uint8)
+    length = np.asarray([len(p) for p in pieces], np.int32)
+    stops = ("</answer>".encode(), "é".encode())
+
+    def first_hit(seq):
+        buf = jnp.full((1, 8), -1, jnp.int32)
+        for step, t in enumerate(seq):
+            hit, buf = _stop_hit(buf, jnp.asarray([t]), jnp.asarray(table), jnp.asarray(length), stops)
+            if bool(hit[0]):
+                return step
+        return None
+
+    assert first_hit([0, 1, 2, 3, 6]) == 3  # over four tokens
+    assert first_hit([0, 9, 4, 6]) == 2  # ends inside "er>\n"
+    assert first_hit([0, 1, 4, 6]) is None  # "</anser>" is not the stop
+    assert first_hit([6, 5]) == 1  # one token
+    assert first_hit([0, 1, 6, 2, 3]) is None  # interrupted
+    assert first_hit([6, 7, 8]) == 2  # a character split over two byte tokens
+    assert first_hit([5, 6]) == 0
+
+
+def test_length_finish_and_prompt_limits(setup):
+    model, tok, _ = setup
+    config = SamplingConfig(max_new_tokens=5, max_prompt_len=8, eos_ids=())
+    long_prompt = " ".join(["verify"] * 12)
+    n = len(tok.encode(long_prompt))
+    with pytest.raises(ValueError, match=rf"prompt 1 has {n} tokens, more than max_prompt_len=8"):
+        sample(model, [PROMPTS[2], long_prompt], jax.random.key(0), config, tok)
+    s = sample(model, [PROMPTS[2], long_prompt], jax.random.key(0),
+               dataclasses.replace(config, truncate_prompts=True), tok)
+    assert s.num_truncated_prompts == 1
+    assert s.prompt_tokens.shape[1] == 8
+    np.testing.assert_array_equal(s.prompt_tokens[1], tok.encode(long_prompt)[-8:])
+    assert s.finish_reason == ["length", "length"] and s.completion_mask.all()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Token frequencies against the softmax (chi-square, fixed seed).
+
+
+def _expected_probs(logits, temperature, top_k, top_p):
+    z = np.asarray(logits, np.float64) / temperature
+    order = np.argsort(-z)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    keep = np.zeros_like(p, bool)
+    keep[order[: top_k or len(z)]] = True
+    if top_p < 1:
+        ps = p[order] * keep[order]
+        ps /= ps.sum()
+        before = np.cumsum(ps) - ps
+        keep[order[before >= top_p]] = False
+    q = np.where(keep, p, 0)
+    return q / q.sum()
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, 0, 1.0), (0.7, 0, 1.0), (1.0, 3, 1.0),
+                                                        (1.0, 0, 0.6), (1.3, 4, 0.8)])
+def test_token_frequencies_match_softmax(temperature, top_k, top_p):
+    logits = jnp.asarray([[1.0, 0.5, 2.0, -1.0, 0.0, 1.5, -0.5, 0.8]])
+    n = 40_000
+    keys = jax.random.split(jax.random.key(0), n)
+    tokens, logp = jax.jit(jax.vmap(lambda k: sample_tokens(logits, k[None], temperature, top_k, top_p)))(keys)
+    counts = np.bincount(np.asarray(tokens).ravel(), minlength=8)
+    expected = _expected_probs(logits[0], temperature, top_k, top_p)
+    assert np.all(counts[expected == 0] == 0)
+    support = expected > 0
+    _, pvalue = stats.chisquare(counts[support], n * expected[support])
+    assert pvalue > 1e-3, (counts, n * expected)
+    # Log-probs are always the full (untruncated) softmax at this temperature.
+    full = np.log(_expected_probs(logits[0], temperature, 0, 1.0))
+    np.testing.assert_allclose(np.asarray(logp).ravel(), full[np.asarray(tokens).ravel()], atol=1e-5)
+
+
+def test_first_token_frequencies_of_the_sampler_match_the_model(setup):
+    """End to end: 2,000 rows of one prompt; first-token counts against the model's own softmax."""
+    model, tok, _ = setup
+    config = SamplingConfig(num_samples=2000, max_new_tokens=1, temperature=1.0, top_k=5)
+    s = sample(model, PROMPTS[:1], jax.random.key(7), config, tok)
+    ids = s.prompt_tokens[:1]
+    logits = full_forward_logits(model, ids, s.prompt_mask[:1])[0, -1]
+    expected = _expected_probs(logits, 1.0, 5, 1.0)
+    counts = np.bincount(s.completion_tokens[:, 0], minlength=len(expected))
+    assert np.all(counts[expected == 0] == 0)
+    _, pvalue = stats.chisquare(counts[expected > 0], 2000 * expected[expected > 0])
+    assert pvalue > 1e-3
