@@ -31,6 +31,32 @@ def _score(args: argparse.Namespace) -> dict:
     }
 
 
+def _sample(args: argparse.Namespace) -> dict | str:
+    import jax
+
+    from r1zero.config import SamplingConfig
+    from r1zero.models import hf
+    from r1zero.sampler import sample
+    from r1zero.tokenizer import Tokenizer
+
+    tok = Tokenizer(args.model)
+    model, _ = hf.load_model(args.model)
+    config = SamplingConfig(num_samples=args.n, temperature=args.temperature, top_p=args.top_p,
+                            top_k=args.top_k, max_new_tokens=args.max_new_tokens,
+                            max_prompt_len=args.max_prompt_len, stop_strings=tuple(args.stop))
+    s = sample(model, [args.prompt], jax.random.key(args.seed), config, tok)
+    rows = [
+        {"text": s.texts[r], "finish_reason": s.finish_reason[r],
+         "token_ids": s.completion_tokens[r][s.completion_mask[r]].tolist(),
+         "logprobs": [float(x) for x in s.logprobs[r][s.completion_mask[r]]]}
+        for r in range(len(s.texts))
+    ]
+    if args.json:
+        return {"model": args.model, "prompt": args.prompt, "completions": rows}
+    return "\n".join(f"--- sample {i} ({r['finish_reason']}, {len(r['token_ids'])} tokens)\n{args.prompt}{r['text']}"
+                     for i, r in enumerate(rows))
+
+
 def _info(args: argparse.Namespace) -> dict:
     import dataclasses
 
@@ -54,6 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0)
     p.set_defaults(run=_score)
 
+    p = sub.add_parser("sample", help="sample completions of a prompt")
+    p.add_argument("--model", required=True, help="local Hugging Face model directory")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--n", type=int, default=1, help="number of completions")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-prompt-len", type=int, default=1024)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print ids and log-probs as JSON")
+    p.set_defaults(run=_sample)
+
     p = sub.add_parser("info", help="architecture and parameter count of a model, as JSON")
     p.add_argument("--model", required=True, help="local Hugging Face model directory")
     p.set_defaults(run=_info)
@@ -67,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:  # user errors: one clear line, no traceback
         print(f"r1zero {args.command}: error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=1))
+    print(result if isinstance(result, str) else json.dumps(result, indent=1))
     return 0
 
 

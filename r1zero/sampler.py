@@ -222,20 +222,27 @@ def prompt_bucket(length: int, config: SamplingConfig) -> int:
 
 
 def sample(model: Decoder, prompts: Sequence[str | Sequence[int]], key: jax.Array, config: SamplingConfig,
-           tokenizer: Tokenizer) -> Samples:
+           tokenizer: Tokenizer | None) -> Samples:
     """G = config.num_samples completions for each prompt (text, or token ids).
 
     Over-long prompts raise ValueError naming the prompt and both lengths, unless
     `config.truncate_prompts` cuts them from the left (counted in `num_truncated_prompts`).
-    Same key and inputs, same output.
+    Same key and inputs, same output. Without a tokenizer (benchmarks), prompts are token ids,
+    EOS ids come from the config only, there are no stop strings and `texts` is empty.
     """
+    if tokenizer is None and config.stop_strings:
+        raise ValueError("stop strings need a tokenizer")
+    pad_id = tokenizer.pad_id if tokenizer is not None else 0
     ids, truncated = _prompt_ids(prompts, config, tokenizer)
     P, G, Lp = len(ids), config.num_samples, prompt_bucket(max(map(len, ids)), config)
-    prompt_PxL = np.full((P, Lp), tokenizer.pad_id, np.int32)
+    prompt_PxL = np.full((P, Lp), pad_id, np.int32)
     mask_PxL = np.zeros((P, Lp), bool)
     for p, row in enumerate(ids):  # left padding: every row's next token goes to the same slot
         prompt_PxL[p, Lp - len(row):], mask_PxL[p, Lp - len(row):] = row, True
-    eos_ids = tuple(config.eos_ids if config.eos_ids is not None else tokenizer.eos_ids)
+    if config.eos_ids is not None:
+        eos_ids = tuple(config.eos_ids)
+    else:
+        eos_ids = tokenizer.eos_ids if tokenizer is not None else ()
     stops = tuple(s.encode("utf-8") for s in config.stop_strings)
     if any(not s for s in stops):
         raise ValueError("stop strings must not be empty")
@@ -246,11 +253,11 @@ def sample(model: Decoder, prompts: Sequence[str | Sequence[int]], key: jax.Arra
     graphdef, state = nnx.split(model)
     tokens, mask, logp, reason, steps = jax.device_get(_generate(
         graphdef, state, prompt_PxL, mask_PxL, key, table, length,
-        config=config, eos_ids=eos_ids, stops=stops, pad_id=tokenizer.pad_id,
+        config=config, eos_ids=eos_ids, stops=stops, pad_id=pad_id,
     ))
     reasons = [FINISH_REASONS[int(r)] for r in reason]
     texts = []
-    for row, m, why in zip(tokens, mask, reasons):
+    for row, m, why in zip(tokens, mask, reasons) if tokenizer is not None else ():
         kept = row[m]
         texts.append(tokenizer.decode(kept[:-1] if why == "eos" else kept))
     return Samples(
@@ -261,11 +268,13 @@ def sample(model: Decoder, prompts: Sequence[str | Sequence[int]], key: jax.Arra
     )
 
 
-def _prompt_ids(prompts, config: SamplingConfig, tokenizer: Tokenizer) -> tuple[list[list[int]], int]:
+def _prompt_ids(prompts, config: SamplingConfig, tokenizer: Tokenizer | None) -> tuple[list[list[int]], int]:
     if not len(prompts):
         raise ValueError("no prompts to sample from")
     ids, truncated = [], 0
     for i, p in enumerate(prompts):
+        if isinstance(p, str) and tokenizer is None:
+            raise ValueError("text prompts need a tokenizer")
         row = tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p]
         if not row:
             raise ValueError(f"prompt {i} is empty")

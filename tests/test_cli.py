@@ -61,3 +61,20 @@ def test_console_script_is_installed(qwen2_dir):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["architecture"] == "qwen2"
+
+
+def test_sample_json_is_reproducible_and_consistent(qwen2_dir, capsys):
+    argv = ["sample", "--model", str(qwen2_dir), "--prompt", "Q: 47*86=?", "--n", "3",
+            "--max-new-tokens", "6", "--seed", "4", "--json"]
+    code, first, _ = run_cli(capsys, *argv)
+    assert code == 0
+    _, again, _ = run_cli(capsys, *argv)
+    assert first == again and len(first["completions"]) == 3
+    tok = Tokenizer(qwen2_dir)
+    for c in first["completions"]:
+        assert len(c["token_ids"]) == len(c["logprobs"]) <= 6
+        assert all(lp <= 0 for lp in c["logprobs"])
+        ids = c["token_ids"][:-1] if c["finish_reason"] == "eos" else c["token_ids"]
+        assert c["text"] == tok.decode(ids)
+    assert main(argv[:-1]) == 0  # without --json: readable text
+    assert capsys.readouterr().out.count("--- sample") == 3

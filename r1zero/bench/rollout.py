@@ -1,0 +1,151 @@
+"""Rollout throughput: r1zero's sampler vs transformers' `generate`, side by side in one run.
+
+    python -m r1zero.bench.rollout                          # tiny Qwen2-shaped model, CPU
+    python -m r1zero.bench.rollout --size 0.5b --batch 16 64 256 --prompt-len 128 --new-tokens 256
+
+Both decode the same random Qwen2-architecture weights (r1zero creates them, exports a HF
+directory, transformers loads it), the same prompts, exactly `--new-tokens` tokens per row (no EOS),
+temperature 1 sampling over the full vocabulary. Prints a table and JSON lines (appended to
+$OUT/rollout.jsonl when OUT is set). Needs only jax, flax, transformers and torch (no grain/tfds),
+so it runs from a source tree with PYTHONPATH=. on a GPU machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import tempfile
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+
+from r1zero import sampler
+from r1zero.config import MeshConfig, ModelConfig, SamplingConfig
+from r1zero.models import create_model, hf
+from r1zero.sharding import make_mesh
+
+SIZES = {
+    "tiny": ModelConfig(architecture="qwen2", vocab_size=2048, hidden_size=256, intermediate_size=768,
+                        num_layers=4, num_heads=8, num_kv_heads=2, head_dim=32, qkv_bias=True,
+                        tie_embeddings=True, rope_theta=1e6),
+    "0.5b": ModelConfig(architecture="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864,
+                        num_layers=24, num_heads=14, num_kv_heads=2, head_dim=64, rope_theta=1e6,
+                        qkv_bias=True, tie_embeddings=True),
+    "1.5b": ModelConfig(architecture="qwen2", vocab_size=151936, hidden_size=1536, intermediate_size=8960,
+                        num_layers=28, num_heads=12, num_kv_heads=2, head_dim=128, rope_theta=1e6,
+                        qkv_bias=True, tie_embeddings=True),
+}
+
+
+def emit(row: dict) -> None:
+    print(json.dumps(row), flush=True)
+    if os.environ.get("OUT"):
+        with open(os.path.join(os.environ["OUT"], "rollout.jsonl"), "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def time_r1zero(model, prompts, config: SamplingConfig, repeats: int) -> tuple[float, dict]:
+    key = jax.random.key(0)
+    t0 = time.perf_counter()
+    out = sampler.sample(model, prompts, key, config, None)  # compiles
+    compile_s = time.perf_counter() - t0
+    assert out.completion_mask.all(), "every row must generate exactly new_tokens"
+    best = float("inf")
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        sampler.sample(model, prompts, jax.random.key(i + 1), config, None)
+        best = min(best, time.perf_counter() - t0)
+    return best, {"compile_s": round(compile_s, 2), **memory(model, prompts, config)}
+
+
+def memory(model, prompts, config: SamplingConfig) -> dict:
+    """The compiled program's own estimate, and the KV cache size the config implies."""
+    graphdef, state = nnx.split(model)
+    P, Lp = len(prompts), sampler.prompt_bucket(len(prompts[0]), config)
+    args = (np.zeros((P, Lp), np.int32), np.ones((P, Lp), bool), jax.random.key(0),
+            np.zeros((1, 1), np.int16), np.zeros((1,), np.int32))
+    compiled = sampler._generate.lower(graphdef, state, *args, config=config, eos_ids=(), stops=(),
+                                       pad_id=0).compile()
+    ma = compiled.memory_analysis()
+    c = model.config
+    B, S = P * config.num_samples, Lp + config.max_new_tokens
+    kv = 2 * c.num_layers * B * c.num_kv_heads * S * c.head_dim * np.dtype(config.cache_dtype or c.compute_dtype).itemsize
+    return {
+        "temp_mib": round(ma.temp_size_in_bytes / 2**20, 1),
+        "kv_cache_mib": round(kv / 2**20, 1),
+        "B_N_V_f32_mib": round(B * config.max_new_tokens * c.vocab_size * 4 / 2**20, 1),
+    }
+
+
+def time_transformers(model_dir, prompts, new_tokens: int, dtype: str, repeats: int) -> float:
+    import torch
+    import transformers
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device).eval()
+    ids = torch.tensor(np.asarray(prompts), device=device)
+    kw = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, pad_token_id=0, eos_token_id=None,
+              attention_mask=torch.ones_like(ids))
+    best = float("inf")
+    with torch.no_grad():
+        model.generate(ids, max_new_tokens=4, min_new_tokens=4, **kw)  # warm-up
+        for _ in range(repeats):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            out = model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kw)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t0)
+    assert out.shape[1] - ids.shape[1] == new_tokens
+    return best
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    p.add_argument("--batch", type=int, nargs="+", default=[16, 64])
+    p.add_argument("--prompt-len", type=int, default=64)
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 (accelerator default)")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--no-transformers", action="store_true")
+    args = p.parse_args(argv)
+
+    dtype = args.dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
+    config = dataclasses.replace(SIZES[args.size], param_dtype=dtype, compute_dtype=dtype)
+    model = create_model(config, make_mesh(MeshConfig()), seed=0)
+    device = f"{jax.devices()[0].device_kind} x{jax.device_count()}"
+    emit({"kind": "setup", "size": args.size, "dtype": dtype, "device": device, "jax": jax.__version__,
+          "date": time.strftime("%Y-%m-%d")})
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.no_transformers:
+            hf.save_model(model, tmp)
+        for B in args.batch:
+            prompts = np.random.default_rng(B).integers(0, config.vocab_size, (B, args.prompt_len)).tolist()
+            scfg = SamplingConfig(max_prompt_len=args.prompt_len, min_prompt_bucket=args.prompt_len,
+                                  max_new_tokens=args.new_tokens, temperature=1.0, eos_ids=())
+            ours_s, extra = time_r1zero(model, prompts, scfg, args.repeats)
+            row = {"kind": "rollout", "size": args.size, "batch": B, "prompt_len": args.prompt_len,
+                   "new_tokens": args.new_tokens, "r1zero_tok_s": round(B * args.new_tokens / ours_s, 1), **extra}
+            if not args.no_transformers:
+                hf_s = time_transformers(tmp, prompts, args.new_tokens, dtype, args.repeats)
+                row["transformers_tok_s"] = round(B * args.new_tokens / hf_s, 1)
+                row["ratio"] = round(hf_s / ours_s, 2)
+            emit(row)
+            rows.append(row)
+    print(f"\nrollout throughput, {args.size} ({dtype}) on {device}, prompt {args.prompt_len}, "
+          f"{args.new_tokens} new tokens")
+    print(f"{'batch':>6} {'r1zero tok/s':>13} {'transformers':>13} {'ratio':>6} {'temp MiB':>9} {'KV MiB':>7}")
+    for r in rows:
+        print(f"{r['batch']:>6} {r['r1zero_tok_s']:>13,.0f} {r.get('transformers_tok_s', float('nan')):>13,.0f} "
+              f"{r.get('ratio', float('nan')):>6.2f} {r['temp_mib']:>9} {r['kv_cache_mib']:>7}")
+
+
+if __name__ == "__main__":
+    main()
