@@ -57,6 +57,22 @@ def _sample(args: argparse.Namespace) -> dict | str:
                      for i, r in enumerate(rows))
 
 
+def _train(args: argparse.Namespace) -> str:
+    import dataclasses
+
+    from r1zero.config import apply_overrides, load_config_file
+    from r1zero.train import format_summary, train
+
+    config = load_config_file(args.config)
+    config = apply_overrides(config, args.set)
+    if args.steps is not None:
+        config = dataclasses.replace(config, steps=args.steps)
+    if args.seed is not None:
+        config = dataclasses.replace(config, seed=args.seed)
+    summary = train(config, args.workdir, progress=not args.no_progress)
+    return format_summary(summary) + f"\nrun directory: {args.workdir}"
+
+
 def _info(args: argparse.Namespace) -> dict:
     import dataclasses
 
@@ -93,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print ids and log-probs as JSON")
     p.set_defaults(run=_sample)
+
+    p = sub.add_parser("train", help="GRPO training run")
+    p.add_argument("--config", required=True, help="configs/NAME.py defining get_config()")
+    p.add_argument("--workdir", required=True, help="run directory (metrics, completions, final model)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (overrides the config)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set optim.learning_rate=1e-3 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_train)
 
     p = sub.add_parser("info", help="architecture and parameter count of a model, as JSON")
     p.add_argument("--model", required=True, help="local Hugging Face model directory")

@@ -101,6 +101,84 @@ class SamplingConfig:
             raise ValueError("top_k must be >= 0, num_samples and max_new_tokens >= 1")
 
 
+@dataclasses.dataclass(frozen=True)
+class GRPOConfig:
+    """The objective: see grpo.py and ../shared/docs/grpo-reference.md."""
+
+    advantage: str = "grpo"  # grpo | mean_only | rloo | batch_std
+    std_ddof: int = 1  # unbiased group std, as TRL
+    std_eps: float = 1e-4
+    epsilon_low: float = 0.2
+    epsilon_high: float = 0.2  # DAPO clip-higher: 0.28
+    aggregation: str = "seq-mean-token-mean"  # | token-mean | constant (Dr. GRPO)
+    sequence_ratio: bool = False  # GSPO (use epsilons around 3e-4 / 4e-4)
+    beta: float = 0.0  # KL coefficient; 0: no reference model is kept or run
+    kl_estimator: str = "k3"
+    ref_reset_every: int = 0  # steps; 0: never (R1: 400)
+    mask_truncated: bool = False  # DAPO: completions cut by max_new_tokens get no loss
+    overlong_cache: int = 0  # DAPO soft overlong penalty window in tokens; 0: off
+    dynamic_sampling: bool = False  # DAPO: drop zero-std groups and sample more prompts
+    max_sampling_tries: int = 3
+    recompute_old_logprobs: bool = False  # old log-probs from a training forward, not the sampler
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    learning_rate: float = 1e-6
+    schedule: str = "constant"  # constant | cosine | linear (decay to 0 at the last step)
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.99
+    eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    micro_batches: int = 1  # gradient accumulation inside each minibatch
+    max_nonfinite_in_a_row: int = 5  # then the run stops
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """What a run trains on: a dataset, a prompt template, weighted rewards."""
+
+    dataset: str = "digits"
+    template: str = "plain"
+    rewards: tuple[str, ...] = ("exact_match",)
+    reward_weights: tuple[float, ...] = (1.0,)
+    accuracy_reward: str = "exact_match"  # the checker behind "accuracy" metrics, whatever is trained on
+    eval_size: int = 128  # held-out examples, never trained on
+    difficulty: int = 3  # dataset-specific knob (digits: how many digits)
+    operation: str = "max"  # dataset-specific (digits: max | min | first | last | sum_mod10)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A GRPO run. Vocabulary: a *rollout* samples prompts_per_rollout x G completions; it is split
+    into num_minibatches minibatches, each one *step* (one optimizer update); `mu` passes over the
+    rollout, so a rollout is num_minibatches x mu steps. `steps` counts optimizer steps."""
+
+    model: ModelConfig = ModelConfig()
+    model_dir: str = ""  # a local HF directory; empty: random init of `model` + a character tokenizer
+    sampling: SamplingConfig = SamplingConfig(num_samples=8, max_new_tokens=16)
+    grpo: GRPOConfig = GRPOConfig()
+    optim: OptimConfig = OptimConfig()
+    task: TaskConfig = TaskConfig()
+    mesh: MeshConfig = MeshConfig()
+    seed: int = 0
+    steps: int = 100
+    prompts_per_rollout: int = 16
+    num_minibatches: int = 1
+    mu: int = 1
+    logprob_chunk_tokens: int = 4096
+    eval_every: int = 20  # steps; 0: only at the start and the end
+    log_completions: int = 4  # completions per rollout written to completions.jsonl
+
+    def __post_init__(self):
+        if self.prompts_per_rollout % self.num_minibatches:
+            raise ValueError("prompts_per_rollout must be a multiple of num_minibatches")
+        if len(self.task.rewards) != len(self.task.reward_weights):
+            raise ValueError("task.rewards and task.reward_weights must have the same length")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Command-line overrides: `--set section.key=value`.
 

@@ -92,3 +92,25 @@ def _gpt2_unicode_to_byte() -> dict[str, int]:
 
 
 _UNICODE_TO_BYTE = _gpt2_unicode_to_byte()
+
+
+def write_char_tokenizer(out_dir: str | os.PathLike, chars: str,
+                         special_tokens: tuple[str, ...] = ("<pad>", "<eos>", "<unk>", "<think>", "</think>"),
+                         eos: str = "<eos>", pad: str = "<pad>") -> Tokenizer:
+    """Writes a character-level tokenizer.json (each special token is one token) and a
+    generation_config.json naming its EOS and pad ids, as a real model directory would have them."""
+    from tokenizers import Regex, decoders, models, pre_tokenizers
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if len(set(chars)) != len(chars):
+        raise ValueError("chars must not repeat")
+    vocab = {t: i for i, t in enumerate(list(special_tokens) + list(chars))}
+    tok = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token="<unk>" if "<unk>" in vocab else None))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")  # one token per character
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens(list(special_tokens))
+    tok.save(str(out / "tokenizer.json"))
+    meta = {"eos_token_id": vocab[eos], "pad_token_id": vocab[pad]}
+    (out / "generation_config.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return Tokenizer(out)

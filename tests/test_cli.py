@@ -78,3 +78,19 @@ def test_sample_json_is_reproducible_and_consistent(qwen2_dir, capsys):
         assert c["text"] == tok.decode(ids)
     assert main(argv[:-1]) == 0  # without --json: readable text
     assert capsys.readouterr().out.count("--- sample") == 3
+
+
+@pytest.mark.slow
+def test_train_command_runs_and_reports(tmp_path, capsys):
+    from pathlib import Path
+
+    config = str(Path(__file__).parents[1] / "configs" / "default.py")
+    argv = ["train", "--config", config, "--workdir", str(tmp_path), "--steps", "3", "--seed", "1",
+            "--set", "task.eval_size=32", "--set", "sampling.num_samples=4", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "greedy_accuracy" in out and "steps 3" in out
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["seed"] == 1 and saved["task"]["eval_size"] == 32 and saved["sampling"]["num_samples"] == 4
+    code = main(["train", "--config", config, "--workdir", str(tmp_path / "x"), "--set", "optim.lr=1"])
+    assert code == 2 and "unknown config key 'optim.lr'" in capsys.readouterr().err

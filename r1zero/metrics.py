@@ -1,0 +1,77 @@
+"""Run logging: metrics.jsonl + TensorBoard (one row per step), completions.jsonl, text statistics."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+# The words the DeepSeek-R1 report tracks as signs of reflection.
+REFLECTIVE_WORDS = ("wait", "mistake", "however", "but", "retry", "error", "verify", "wrong", "evaluate", "check")
+_WORD_RE = {w: re.compile(rf"\b{w}\b", re.IGNORECASE) for w in REFLECTIVE_WORDS}
+
+
+def reflective_rates(texts: Sequence[str], prefix: str = "reflect") -> dict[str, float]:
+    """Share of texts containing each reflective word, and containing any of them."""
+    if not texts:
+        return {}
+    hits = {w: np.asarray([bool(r.search(t)) for t in texts]) for w, r in _WORD_RE.items()}
+    out = {f"{prefix}/{w}": float(h.mean()) for w, h in hits.items()}
+    out[f"{prefix}/any"] = float(np.any(np.stack(list(hits.values())), axis=0).mean())
+    return out
+
+
+def split_mean(values: np.ndarray, by: np.ndarray) -> tuple[float, float]:
+    """(mean where `by`, mean where not `by`), NaN for an empty side."""
+    values, by = np.asarray(values, np.float64), np.asarray(by, bool)
+    pick = lambda m: float(values[m].mean()) if m.any() else math.nan
+    return pick(by), pick(~by)
+
+
+class MetricWriter:
+    """Appends one JSON object per row to `metrics.jsonl` and mirrors numbers to TensorBoard."""
+
+    def __init__(self, workdir: str | Path, tensorboard: bool = True):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._metrics = open(self.dir / "metrics.jsonl", "a")
+        self._completions = open(self.dir / "completions.jsonl", "a")
+        self._tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.dir / "tensorboard"))
+
+    def write(self, step: int, row: dict[str, Any]) -> None:
+        row = {"step": step, **{k: _jsonable(v) for k, v in row.items()}}
+        self._metrics.write(json.dumps(row) + "\n")
+        self._metrics.flush()
+        if self._tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "step" and math.isfinite(v):
+                    self._tb.add_scalar(k, v, step)
+
+    def write_completions(self, step: int, rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            self._completions.write(json.dumps({"step": step, **{k: _jsonable(v) for k, v in r.items()}}) + "\n")
+        self._completions.flush()
+
+    def close(self) -> None:
+        self._metrics.close()
+        self._completions.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (np.floating, np.integer, np.bool_)):
+        v = v.item()
+    if hasattr(v, "item") and getattr(v, "shape", None) == ():
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v

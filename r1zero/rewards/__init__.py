@@ -1,0 +1,84 @@
+"""Rule-based rewards: a registry of named functions with one contract.
+
+A reward function takes a batch of completions (text) and their examples (dicts) and returns one
+`Score` per completion: a value, or "could not score" (`value is None`) with a reason (a broken gold
+answer, a checker that timed out). Could-not-score is not "wrong": the trainer leaves such
+completions out of their group's baseline and of the loss, and counts them.
+
+Model text is untrusted: it is parsed, never passed to eval/exec/sympify in this process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    value: float | None  # None: could not score
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What a reward may know besides the text: the run seed and step (for the random control)."""
+
+    seed: int = 0
+    step: int = 0
+
+
+RewardFn = Callable[[Sequence[str], Sequence[dict], Context], list[Score]]
+REGISTRY: dict[str, RewardFn] = {}
+
+
+def register(name: str):
+    def wrap(fn: RewardFn) -> RewardFn:
+        if name in REGISTRY:
+            raise ValueError(f"reward {name!r} is registered twice")
+        REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+def get(name: str) -> RewardFn:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown reward {name!r}; known rewards: {sorted(REGISTRY)}")
+    return REGISTRY[name]
+
+
+@dataclasses.dataclass
+class Scored:
+    """Rewards of a batch. total_B: weighted sum (0 where invalid); valid_B: every weighted part
+    scored; parts: name -> values_B (NaN where that part could not score); reasons: per row."""
+
+    total: np.ndarray
+    valid: np.ndarray
+    parts: dict[str, np.ndarray]
+    reasons: list[str]
+
+
+def score(completions: Sequence[str], examples: Sequence[dict], weights: dict[str, float],
+          context: Context = Context()) -> Scored:
+    """Weighted sum of the named rewards; a row any weighted reward could not score is invalid."""
+    if len(completions) != len(examples):
+        raise ValueError(f"{len(completions)} completions but {len(examples)} examples")
+    n = len(completions)
+    total, valid, reasons, parts = np.zeros(n), np.ones(n, bool), [""] * n, {}
+    for name, weight in weights.items():
+        results = get(name)(completions, examples, context)
+        values = np.asarray([np.nan if r.value is None else r.value for r in results], np.float64)
+        parts[name] = values
+        for i, r in enumerate(results):
+            if r.value is None and weight != 0:
+                valid[i] = False
+                reasons[i] = reasons[i] or f"{name}: {r.reason}"
+        total += weight * np.nan_to_num(values)
+    return Scored(total=np.where(valid, total, 0.0), valid=valid, parts=parts, reasons=reasons)
+
+
+# Register the built-in rewards.
+from r1zero.rewards import basic, countdown, math  # noqa: E402,F401

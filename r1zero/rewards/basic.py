@@ -1,0 +1,64 @@
+"""The R1-Zero format reward, exact match, and the random-reward control."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Sequence
+
+from r1zero.rewards import Context, Score, register
+
+_TAG = r"</?(?:think|answer)>"
+_FREE = rf"(?:(?!{_TAG}).)*"  # text containing none of the four tags
+_FORMAT = re.compile(rf"\s*<think>{_FREE}</think>\s*<answer>{_FREE}</answer>\s*", re.DOTALL)
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def template_tail(prompt: str) -> str:
+    """The part of the prompt the completion continues inside: from a final `<think>` that the
+    prompt opens and does not close (TinyZero-style templates), else nothing."""
+    start = prompt.rfind("<think>")
+    if start < 0 or "</think>" in prompt[start:]:
+        return ""
+    return prompt[start:]
+
+
+def is_formatted(text: str) -> bool:
+    """Exactly one <think>...</think> followed by exactly one <answer>...</answer>, nothing else
+    around them but whitespace (no repeated or nested tags)."""
+    return _FORMAT.fullmatch(text) is not None
+
+
+def extract_answer(text: str) -> str | None:
+    """Content of the last <answer>...</answer>, or None."""
+    found = _ANSWER.findall(text)
+    return found[-1] if found else None
+
+
+@register("format")
+def format_reward(completions: Sequence[str], examples: Sequence[dict], context: Context) -> list[Score]:
+    """1.0 when the template's tail plus the completion has the R1-Zero format, else 0.0."""
+    return [Score(float(is_formatted(template_tail(ex.get("prompt", "")) + c)))
+            for c, ex in zip(completions, examples)]
+
+
+@register("exact_match")
+def exact_match(completions: Sequence[str], examples: Sequence[dict], context: Context) -> list[Score]:
+    """1.0 when the completion, stripped, is exactly the example's answer (tasks with bare answers)."""
+    out = []
+    for c, ex in zip(completions, examples):
+        if "answer" not in ex:
+            out.append(Score(None, "example has no 'answer'"))
+        else:
+            out.append(Score(float(c.strip() == str(ex["answer"]).strip())))
+    return out
+
+
+@register("random")
+def random_reward(completions: Sequence[str], examples: Sequence[dict], context: Context) -> list[Score]:
+    """Control arm: 0 or 1 by a hash of (seed, step, row, completion), independent of correctness."""
+    out = []
+    for i, c in enumerate(completions):
+        digest = hashlib.sha256(f"{context.seed}:{context.step}:{i}:{c}".encode()).digest()
+        out.append(Score(float(digest[0] & 1)))
+    return out

@@ -1,0 +1,162 @@
+"""The train step (accumulation, skipping) and end-to-end runs of the loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from r1zero import train as train_mod
+from r1zero.config import GRPOConfig, MeshConfig, ModelConfig, OptimConfig, SamplingConfig, TaskConfig, TrainConfig
+from r1zero.models import create_model
+from r1zero.sharding import make_mesh
+
+TINY = ModelConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                   num_kv_heads=2, head_dim=8, qkv_bias=True, tie_embeddings=True)
+
+
+def tiny_config(**kw) -> TrainConfig:
+    base = TrainConfig(
+        model=TINY,
+        sampling=SamplingConfig(num_samples=4, max_new_tokens=1, temperature=1.0, max_prompt_len=16),
+        optim=OptimConfig(learning_rate=3e-3, warmup_steps=0),
+        task=TaskConfig(dataset="digits", operation="max", difficulty=3, eval_size=64),
+        steps=30, prompts_per_rollout=16, eval_every=0,
+    )
+    return dataclasses.replace(base, **kw)
+
+
+def make_batch(seed, B=8, T=10, K=1):
+    rng = np.random.default_rng(seed)
+    loss_mask = np.zeros((B, T), bool)
+    loss_mask[:, 6:] = rng.random((B, 4)) > 0.2
+    batch = {
+        "tokens": rng.integers(0, TINY.vocab_size, (B, T)).astype(np.int32),
+        "mask": np.ones((B, T), bool),
+        "loss_mask": loss_mask,
+        "old_logp": np.where(loss_mask, -rng.uniform(2, 5, (B, T)), 0).astype(np.float32),
+        "adv": rng.normal(size=B).astype(np.float32),
+    }
+    return {k: v.reshape(K, B // K, *v.shape[1:]) for k, v in batch.items()}
+
+
+def fresh_state(config):
+    mesh = make_mesh(MeshConfig())
+    model = create_model(config.model, mesh, seed=0)
+    graphdef, params, rest, opt_state, step = train_mod.init_training(model, config, mesh)
+    return params, opt_state, step
+
+
+def host(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
+
+
+@pytest.mark.parametrize("aggregation", ["seq-mean-token-mean", "token-mean", "constant"])
+def test_gradient_accumulation_equals_the_full_batch(aggregation):
+    # A large Adam epsilon makes the update proportional to the gradient, so rounding is not amplified.
+    results = []
+    for K in (1, 4):
+        config = tiny_config(optim=OptimConfig(learning_rate=1e-2, eps=1.0, micro_batches=K, max_grad_norm=1e9),
+                             grpo=GRPOConfig(aggregation=aggregation))
+        params, opt_state, step = fresh_state(config)
+        params, opt_state, stats = step(params, opt_state, make_batch(0, K=K))
+        results.append((host(params), jax.device_get(stats)))
+    (p1, s1), (p4, s4) = results
+    assert s1["loss"] == pytest.approx(float(s4["loss"]), rel=1e-5)
+    assert s1["grad_norm"] == pytest.approx(float(s4["grad_norm"]), rel=1e-5)
+    for a, b in zip(p1, p4):
+        np.testing.assert_allclose(a, b, atol=1e-7)
+
+
+def test_normal_step_changes_parameters_and_skips_leave_everything_untouched():
+    config = tiny_config(optim=OptimConfig(learning_rate=1e-2, weight_decay=0.1))
+    params, opt_state, step = fresh_state(config)
+    before_p, before_o = host(params), host(opt_state)
+
+    zero_adv = make_batch(1)
+    zero_adv["adv"][:] = 0.0
+    masked = make_batch(2)
+    masked["loss_mask"][:] = False
+    nan = make_batch(3)
+    nan["old_logp"][0, 0, 7] = np.nan
+    nan["loss_mask"][0, 0, 7] = True
+    for batch, counter in ((zero_adv, "empty"), (masked, "empty"), (nan, "nonfinite")):
+        params, opt_state, stats = step(params, opt_state, batch)
+        assert bool(stats[counter]) and not bool(stats["applied"])
+        for a, b in zip(host(params) + host(opt_state), before_p + before_o):
+            np.testing.assert_array_equal(a, b)  # no weight decay, no moment or count update
+
+    params, opt_state, stats = step(params, opt_state, make_batch(4))
+    assert bool(stats["applied"])
+    assert any(not np.array_equal(a, b) for a, b in zip(host(params), before_p))
+    assert any(not np.array_equal(a, b) for a, b in zip(host(opt_state), before_o))
+
+
+def test_first_minibatch_logprobs_agree_with_the_sampler(tmp_path):
+    """Logged every rollout: |sampler - trainer| log-prob difference on the first (on-policy) step."""
+    config = tiny_config(steps=2, sampling=SamplingConfig(num_samples=4, max_new_tokens=3, max_prompt_len=16))
+    train_mod.train(config, tmp_path, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    first = next(r for r in rows if r["step"] == 1)
+    assert first["logp_diff_max"] < 1e-5 and abs(first["loss"]) < 1e-5  # on-policy: ratio 1
+
+
+@pytest.mark.slow
+def test_reward_rises_and_runs_are_reproducible(tmp_path):
+    config = tiny_config(steps=40, sampling=SamplingConfig(num_samples=8, max_new_tokens=1, max_prompt_len=16))
+    a = train_mod.train(config, tmp_path / "a", progress=False)
+    b = train_mod.train(config, tmp_path / "b", progress=False)
+    rows = lambda d: [json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+    timing = ("seconds", "tokens_per_s")
+    strip = lambda r: {k: v for k, v in r.items() if not any(t in k for t in timing)}
+    assert [strip(r) for r in rows("a")] == [strip(r) for r in rows("b")]  # same seed, same run
+    assert a == b
+    reward = [r["reward/mean"] for r in rows("a") if "reward/mean" in r]
+    assert np.mean(reward[-5:]) > np.mean(reward[:5]) + 0.15, reward
+    assert a["end"]["eval/greedy_accuracy"] > a["start"]["eval/greedy_accuracy"] + 0.2
+    for name in ("config.json", "model_config.json", "tokenizer/tokenizer.json", "completions.jsonl",
+                 "summary.json", "final/model.safetensors", "final/config.json"):
+        assert (tmp_path / "a" / name).is_file(), name
+    assert list((tmp_path / "a" / "tensorboard").iterdir())
+    completion = json.loads((tmp_path / "a" / "completions.jsonl").read_text().splitlines()[0])
+    assert {"prompt", "completion", "reward", "advantage", "reward/exact_match"} <= set(completion)
+
+
+@pytest.mark.slow
+def test_every_option_runs_together(tmp_path):
+    """KL with reference resets, dynamic sampling, DAPO masking and overlong penalty, recomputed old
+    log-probs, GSPO ratios, minibatches, micro-batches and mu > 1 in one short run."""
+    config = tiny_config(
+        steps=8, num_minibatches=2, mu=2, prompts_per_rollout=8,
+        sampling=SamplingConfig(num_samples=4, max_new_tokens=3, max_prompt_len=16),
+        grpo=GRPOConfig(beta=0.01, ref_reset_every=3, dynamic_sampling=True, max_sampling_tries=2,
+                        mask_truncated=True, overlong_cache=2, recompute_old_logprobs=True,
+                        sequence_ratio=True, epsilon_low=3e-4, epsilon_high=4e-4, aggregation="token-mean"),
+        optim=OptimConfig(learning_rate=1e-3, micro_batches=2, schedule="cosine", warmup_steps=2),
+    )
+    summary = train_mod.train(config, tmp_path, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert summary["steps"] == 8 and summary["rollouts"] == 2
+    assert all("kl" in r for r in rows if "loss" in r)
+    assert all(r["sampling_tries"] >= 1 for r in rows if "sampling_tries" in r)
+
+
+def test_nonfinite_steps_in_a_row_stop_the_run(tmp_path, monkeypatch):
+    real = train_mod.train_arrays
+
+    def poisoned(ro, config):
+        arrays = real(ro, config)
+        arrays["old_logp"] = np.where(arrays["loss_mask"], np.nan, arrays["old_logp"]).astype(np.float32)
+        return arrays
+
+    monkeypatch.setattr(train_mod, "train_arrays", poisoned)
+    config = tiny_config(steps=10, optim=OptimConfig(learning_rate=1e-3, max_nonfinite_in_a_row=2))
+    with pytest.raises(train_mod.NonFiniteError, match="2 steps in a row had a non-finite"):
+        train_mod.train(config, tmp_path, progress=False)
+    assert not (tmp_path / "final").exists()  # no model written from a failing run
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["skipped_nonfinite"] == 2
