@@ -138,16 +138,25 @@ class OptimConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TaskConfig:
-    """What a run trains on: a dataset, a prompt template, weighted rewards."""
+    """What a run trains on: a dataset (a tfds builder read with grain), a prompt template, and
+    weighted rewards. Dataset knobs are shared by name; each dataset documents which it reads."""
 
-    dataset: str = "digits"
-    template: str = "plain"
+    dataset: str = "digits"  # digits | countdown | arithmetic | gsm8k | math | jsonl | reasoning_gym:<name>
+    template: str = "plain"  # plain | r1zero | qwen_math | chat
     rewards: tuple[str, ...] = ("exact_match",)
     reward_weights: tuple[float, ...] = (1.0,)
     accuracy_reward: str = "exact_match"  # the checker behind "accuracy" metrics, whatever is trained on
-    eval_size: int = 128  # held-out examples, never trained on
-    difficulty: int = 3  # dataset-specific knob (digits: how many digits)
-    operation: str = "max"  # dataset-specific (digits: max | min | first | last | sum_mod10)
+    train_size: int = 5000  # generated datasets
+    eval_size: int = 128  # held-out examples (gsm8k: held-out templates), never trained on
+    eval_split: str = "test"  # math: "champ" for the CHAMP competition problems
+    difficulty: int = 3  # digits: digits per prompt; countdown: how many numbers; arithmetic: digits
+    operation: str = "max"  # digits: max|min|first|last|sum_mod10; arithmetic: add|mul|chain
+    max_number: int = 100  # countdown
+    max_target: int = 1000  # countdown
+    path: str = ""  # jsonl: the file; gsm8k/math: the manual_dir with train/test files
+    prompt_field: str = "prompt"  # jsonl
+    answer_field: str = "answer"  # jsonl
+    data_dir: str = ""  # where tfds materialises datasets; empty: <workdir>/data
 
 
 @dataclasses.dataclass(frozen=True)

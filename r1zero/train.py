@@ -24,8 +24,7 @@ from flax import nnx
 
 from r1zero import grpo, rewards, sharding
 from r1zero.config import TrainConfig, to_dict
-from r1zero.data import PromptIterator, load_task
-from r1zero.data.tasks import SPECIAL_TOKENS
+from r1zero.data import load_task
 from r1zero.metrics import MetricWriter, reflective_rates, split_mean
 from r1zero.models import create_model, hf, per_token_logprobs
 from r1zero.sampler import Samples, sample
@@ -38,6 +37,10 @@ class NonFiniteError(RuntimeError):
 
 # ---------------------------------------------------------------------------------------------------
 # Set-up: model, tokenizer, optimizer, run directory.
+
+
+# Special tokens of the character tokenizers r1zero writes for models it initialises itself.
+SPECIAL_TOKENS = ("<pad>", "<eos>", "<unk>", "<think>", "</think>", "<answer>", "</answer>")
 
 
 def setup_model(config: TrainConfig, workdir: Path, mesh, examples: list[dict]):
@@ -209,7 +212,7 @@ def score_rollout(samples: Samples, examples: list[dict], config: TrainConfig, c
     return scored, np.nan_to_num(acc) >= 1.0, np.nan_to_num(fmt) >= 1.0, total
 
 
-def collect_rollout(model, tok, batches: PromptIterator, key, config: TrainConfig, step: int) -> Rollout:
+def collect_rollout(model, tok, batches, key, config: TrainConfig, step: int) -> Rollout:
     """Samples and scores one rollout; with dynamic sampling, groups whose rewards are all equal are
     replaced by groups of fresh prompts (up to max_sampling_tries rounds)."""
     P, G = config.prompts_per_rollout, config.sampling.num_samples
@@ -358,10 +361,11 @@ def train(config: TrainConfig, workdir: str | Path, progress: bool = True) -> di
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = sharding.make_mesh(config.mesh)
-    train_examples, test_examples = load_task(config.task, config.seed)
-    model, tok, config = setup_model(config, workdir, mesh, train_examples + test_examples)
+    batches, test_examples = load_task(config.task, config.seed, workdir / "data", config.prompts_per_rollout,
+                                       tokenizer_dir=config.model_dir or None)
+    examples = test_examples if config.model_dir else batches.examples() + test_examples
+    model, tok, config = setup_model(config, workdir, mesh, examples)
     write_run_files(workdir, config, tok)
-    batches = PromptIterator(train_examples, config.prompts_per_rollout, config.seed)
 
     graphdef, params, rest, opt_state, train_step = init_training(model, config, mesh)
     logprobs_fn = make_logprobs_fn(graphdef, rest, config)

@@ -1,9 +1,39 @@
-"""Tasks and data: example generators, prompt templates and the prompt iterator.
+"""Tasks and data: tfds builders (`builders`), grain pipelines (`pipeline`), templates.
 
-Examples are dicts with at least `id`, `question` and `answer`; `prompt` is the templated text the
-model sees. tensorflow-datasets and grain are imported only inside this package, lazily.
+tensorflow-datasets and grain are imported only inside this package and only when data is loaded,
+so the model, sampler and trainer import without them.
 """
 
-from r1zero.data.tasks import PromptIterator, load_task, render
+from __future__ import annotations
 
-__all__ = ["PromptIterator", "load_task", "render"]
+from pathlib import Path
+from typing import Any
+
+from r1zero.config import TaskConfig
+from r1zero.data.templates import render
+
+
+def load_task(config: TaskConfig, seed: int, data_dir: str | Path, batch_size: int,
+              tokenizer_dir: str | Path | None = None) -> tuple[Any, list[dict]]:
+    """(train iterator of prompt batches, held-out examples), both templated (`prompt` field)."""
+    from r1zero.data import builders
+    from r1zero.data.pipeline import PromptIterator, decode
+
+    render(config.template, "x", tokenizer_dir)  # a bad template fails before any data is built
+    b = builders.builder(config, seed, config.data_dir or data_dir)
+    splits = b.info.splits
+    if "train" not in splits:
+        raise ValueError(f"dataset {config.dataset!r} has no train split (splits: {sorted(splits)}); "
+                         f"does it need task.path?")
+    if config.eval_split not in splits:
+        raise ValueError(f"dataset {config.dataset!r} has no split {config.eval_split!r} (splits: {sorted(splits)})")
+
+    def prepare(ex: dict) -> dict:
+        return {**ex, "prompt": render(config.template, ex["question"], tokenizer_dir)}
+
+    held_out_source = b.as_data_source(config.eval_split)
+    held_out = [prepare(decode(held_out_source[i])) for i in range(len(held_out_source))]
+    return PromptIterator(b.as_data_source("train"), batch_size, seed, prepare), held_out
+
+
+__all__ = ["load_task", "render"]
