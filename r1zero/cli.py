@@ -57,20 +57,67 @@ def _sample(args: argparse.Namespace) -> dict | str:
                      for i, r in enumerate(rows))
 
 
+# Fields that may change when a run is resumed (they do not change what is computed).
+HARMLESS = ("steps", "eval_every", "log_completions", "checkpoint.every", "checkpoint.keep", "checkpoint.best_metric")
+
+
 def _train(args: argparse.Namespace) -> str:
     import dataclasses
+    import json
+    from pathlib import Path
 
-    from r1zero.config import apply_overrides, load_config_file
+    from r1zero.config import TrainConfig, apply_overrides, from_dict, load_config_file, to_dict
     from r1zero.train import format_summary, train
 
-    config = load_config_file(args.config)
+    saved = Path(args.workdir) / "config.json"
+    if args.config is None and not saved.is_file():
+        raise ValueError(f"--config is needed: {args.workdir} holds no run to resume (no config.json)")
+    config = load_config_file(args.config) if args.config else from_dict(TrainConfig, json.loads(saved.read_text()))
     config = apply_overrides(config, args.set)
     if args.steps is not None:
         config = dataclasses.replace(config, steps=args.steps)
     if args.seed is not None:
         config = dataclasses.replace(config, seed=args.seed)
+    if saved.is_file():  # resuming: only harmless fields may differ from the stored config
+        stored = from_dict(TrainConfig, json.loads(saved.read_text()))
+        changed = _changed_keys(to_dict(stored), to_dict(config))
+        refused = [k for k in changed if k not in HARMLESS]
+        if refused:
+            raise ValueError(f"{args.workdir} is a run with a different config (changed: {', '.join(refused)}); "
+                             f"resume without --config, or use a new --workdir")
+        if changed:
+            with open(Path(args.workdir) / "overrides.jsonl", "a") as f:
+                f.write(json.dumps({k: _get(to_dict(config), k) for k in changed}) + "\n")
     summary = train(config, args.workdir, progress=not args.no_progress)
-    return format_summary(summary) + f"\nrun directory: {args.workdir}"
+    note = ""
+    if summary["preempted"]:
+        note = f"\nstopped by a signal at step {summary['steps']}; resume with: r1zero train --workdir {args.workdir}"
+    elif summary["resumed_from"] is not None:
+        note = f"\nresumed from step {summary['resumed_from']}"
+    return format_summary(summary) + note + f"\nrun directory: {args.workdir}"
+
+
+def _changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            out += _changed_keys(a[k], b[k], f"{prefix}{k}.")
+        elif a.get(k) != b.get(k):
+            out.append(prefix + k)
+    return out
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        d = d[part]
+    return d
+
+
+def _export(args: argparse.Namespace) -> str:
+    from r1zero.train import export_run
+
+    out = export_run(args.workdir, args.out, args.step)
+    return f"exported {out}"
 
 
 def _info(args: argparse.Namespace) -> dict:
@@ -111,14 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_sample)
 
     p = sub.add_parser("train", help="GRPO training run")
-    p.add_argument("--config", required=True, help="configs/NAME.py defining get_config()")
-    p.add_argument("--workdir", required=True, help="run directory (metrics, completions, final model)")
+    p.add_argument("--config", default=None, help="configs/NAME.py defining get_config(); omit to resume --workdir")
+    p.add_argument("--workdir", required=True,
+                   help="run directory (metrics, completions, checkpoints, final model); an existing one is resumed")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (overrides the config)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set optim.learning_rate=1e-3 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_train)
+
+    p = sub.add_parser("export", help="write a run's checkpoint as a Hugging Face model directory")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest usable)")
+    p.add_argument("--out", required=True, help="output directory (safetensors, config.json, tokenizer)")
+    p.set_defaults(run=_export)
 
     p = sub.add_parser("info", help="architecture and parameter count of a model, as JSON")
     p.add_argument("--model", required=True, help="local Hugging Face model directory")
@@ -130,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)
-    except (FileNotFoundError, ValueError) as e:  # user errors: one clear line, no traceback
+    except (FileNotFoundError, ValueError, RuntimeError) as e:  # user errors: one clear line, no traceback
         print(f"r1zero {args.command}: error: {e}", file=sys.stderr)
         return 2
     print(result if isinstance(result, str) else json.dumps(result, indent=1))

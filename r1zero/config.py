@@ -160,6 +160,14 @@ class TaskConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    every: int = 50  # steps between asynchronous saves (also at the end, and on SIGTERM/SIGINT); 0: off
+    keep: int = 3  # the newest steps kept
+    best_metric: str = ""  # also keep the best step by this evaluation metric, e.g. eval/greedy_accuracy
+    best_mode: str = "max"
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """A GRPO run. Vocabulary: a *rollout* samples prompts_per_rollout x G completions; it is split
     into num_minibatches minibatches, each one *step* (one optimizer update); `mu` passes over the
@@ -172,6 +180,7 @@ class TrainConfig:
     optim: OptimConfig = OptimConfig()
     task: TaskConfig = TaskConfig()
     mesh: MeshConfig = MeshConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
     seed: int = 0
     steps: int = 100
     prompts_per_rollout: int = 16
@@ -256,6 +265,33 @@ def _parse_value(raw: str, annotation: Any, key: str) -> Any:
 def to_dict(config: Any) -> dict:
     """A JSON-ready dict of a (nested) config dataclass."""
     return dataclasses.asdict(config)
+
+
+def from_dict(cls: type, data: dict, where: str = "config") -> Any:
+    """The dataclass `cls` from `to_dict` output (lists become tuples); unknown keys are errors."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _from_value(hints[name], value, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _from_value(annotation: Any, value: Any, where: str) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _from_value(args[0], value, where) if len(args) == 1 else value
+    if dataclasses.is_dataclass(annotation):
+        return from_dict(annotation, value, where)
+    if origin is tuple:
+        return tuple(value)
+    return value
 
 
 def load_config_file(path: str) -> Any:

@@ -23,6 +23,7 @@ import optax
 from flax import nnx
 
 from r1zero import grpo, rewards, sharding
+from r1zero.checkpoint import Checkpointer
 from r1zero.config import TrainConfig, to_dict
 from r1zero.data import load_task
 from r1zero.metrics import MetricWriter, reflective_rates, split_mean
@@ -76,9 +77,10 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     )
 
 
-def write_run_files(workdir: Path, config: TrainConfig, tok: Tokenizer) -> None:
-    """The run directory describes itself: final config, tokenizer files, model config."""
-    (workdir / "config.json").write_text(json.dumps(to_dict(config), indent=1) + "\n")
+def write_run_files(workdir: Path, requested: TrainConfig, config: TrainConfig, tok: Tokenizer) -> None:
+    """The run directory describes itself: the config as given (what a resume reads), the tokenizer
+    files, and the model config the run derived (e.g. the vocabulary of its tokenizer)."""
+    (workdir / "config.json").write_text(json.dumps(to_dict(requested), indent=1) + "\n")
     src = tok.path.parent
     if src != workdir / "tokenizer":
         (workdir / "tokenizer").mkdir(exist_ok=True)
@@ -356,84 +358,225 @@ def rollout_metrics(ro: Rollout, seconds: float) -> dict[str, float]:
 # The loop.
 
 
+@dataclasses.dataclass
+class Progress:
+    """Host-side bookkeeping saved with every checkpoint. `cursor`: steps done in the current rollout."""
+
+    step: int = 0
+    rollout: int = 0
+    cursor: int = 0
+    nonfinite_run: int = 0
+    counters: dict = dataclasses.field(default_factory=lambda: {"skipped_empty": 0, "skipped_nonfinite": 0})
+    start_eval: dict = dataclasses.field(default_factory=dict)
+    end_eval: dict = dataclasses.field(default_factory=dict)
+
+
 def train(config: TrainConfig, workdir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Runs `config.steps` optimizer steps of GRPO; returns the summary (start vs end evaluation)."""
+    """Runs GRPO until `config.steps` optimizer steps; continues from the newest usable checkpoint in
+    `workdir` if there is one. SIGTERM/SIGINT save the current step and return early. Returns the
+    summary (held-out evaluation before RL and at the end)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    requested = config
     mesh = sharding.make_mesh(config.mesh)
     batches, test_examples = load_task(config.task, config.seed, workdir / "data", config.prompts_per_rollout,
                                        tokenizer_dir=config.model_dir or None)
     examples = test_examples if config.model_dir else batches.examples() + test_examples
     model, tok, config = setup_model(config, workdir, mesh, examples)
-    write_run_files(workdir, config, tok)
+    write_run_files(workdir, requested, config, tok)
 
     graphdef, params, rest, opt_state, train_step = init_training(model, config, mesh)
     logprobs_fn = make_logprobs_fn(graphdef, rest, config)
-    ref_params = jax.tree.map(jnp.copy, params) if config.grpo.beta else None  # frozen base
+    ref_params, ref_is_base = (jax.tree.map(jnp.copy, params), True) if config.grpo.beta else (None, True)
+    ckpt = Checkpointer(workdir / "checkpoints", config.checkpoint.keep, config.checkpoint.best_metric,
+                        config.checkpoint.best_mode) if config.checkpoint.every else None
+    p, arrays, resumed_from = Progress(), None, None
+    if ckpt is not None and ckpt.steps():
+        abstract = {"params": _abstract(params), "opt_state": _abstract(opt_state), "ref_params": _abstract(params)}
+        step, state, saved_arrays, meta = ckpt.restore_latest(abstract)
+        params, opt_state = state["params"], state["opt_state"]
+        ref_is_base = meta["ref_is_base"]
+        if not ref_is_base:
+            ref_params = state["ref_params"]
+        p = Progress(**meta["progress"])
+        batches.set_state(meta["data"])
+        arrays = saved_arrays if p.cursor else None
+        resumed_from = step
+        truncate_logs(workdir, step)
+    else:
+        truncate_logs(workdir, -1)  # no usable checkpoint: the run starts over, so do its logs
 
     key = jax.random.key(config.seed)
     eval_key = jax.random.fold_in(key, 1)
-    writer = MetricWriter(workdir)
     current = lambda: nnx.merge(graphdef, params, rest)
-    start_eval = evaluate(current(), tok, test_examples, config, eval_key)  # "epoch 0": the base as it is
-    writer.write(0, start_eval)
-    end_eval, counters = start_eval, {"skipped_empty": 0, "skipped_nonfinite": 0}
-    bar = _progress(config.steps, progress)
-    step, rollout_index, nonfinite_run = 0, 0, 0
-    rng = np.random.default_rng(config.seed)
-    while step < config.steps:
-        t0 = time.perf_counter()
-        ro = collect_rollout(current(), tok, batches, jax.random.fold_in(key, 2 + rollout_index), config, step)
-        rollout_seconds = time.perf_counter() - t0
-        arrays = train_arrays(ro, config)
-        if config.grpo.recompute_old_logprobs:
-            arrays["old_logp"] = np.asarray(logprobs_fn(params, arrays["tokens"], arrays["mask"]))
-        if ref_params is not None:
-            arrays["ref_logp"] = np.asarray(logprobs_fn(ref_params, arrays["tokens"], arrays["mask"]))
-        metrics_r = rollout_metrics(ro, rollout_seconds)
-        writer.write_completions(step, _completion_rows(ro, config.log_completions))
-        t1 = time.perf_counter()
-        rows = []
-        for _ in range(config.mu):
-            for mb in minibatches(arrays, config, rng):
-                if step >= config.steps:
+    writer = MetricWriter(workdir)
+    if resumed_from is None:
+        p.start_eval = p.end_eval = evaluate(current(), tok, test_examples, config, eval_key)  # the base, before RL
+        writer.write(0, p.start_eval)
+    stop = _StopRequest()
+    bar = _progress(config.steps, progress, initial=p.step)
+    first_row: dict = {}
+    try:
+        while p.step < config.steps and not stop.requested:
+            if arrays is None:  # a new rollout: sample, score, advantages
+                t0 = time.perf_counter()
+                ro = collect_rollout(current(), tok, batches, jax.random.fold_in(key, 2 + p.rollout), config, p.step)
+                arrays = train_arrays(ro, config)
+                if config.grpo.recompute_old_logprobs:
+                    arrays["old_logp"] = np.asarray(logprobs_fn(params, arrays["tokens"], arrays["mask"]))
+                if ref_params is not None:
+                    arrays["ref_logp"] = np.asarray(logprobs_fn(ref_params, arrays["tokens"], arrays["mask"]))
+                first_row = {"rollout": p.rollout, **rollout_metrics(ro, time.perf_counter() - t0)}
+                writer.write_completions(p.step + 1, _completion_rows(ro, config.log_completions))
+                _test_hook("rollout", p.step + 1, ckpt)
+            schedule = rollout_minibatches(arrays, config, p.rollout)
+            for mb in schedule[p.cursor:]:
+                if p.step >= config.steps or stop.requested:
                     break
+                t1 = time.perf_counter()
                 params, opt_state, stats = train_step(params, opt_state, mb)
                 stats = jax.device_get(stats)
-                step += 1
-                counters["skipped_empty"] += int(stats["empty"])
-                counters["skipped_nonfinite"] += int(stats["nonfinite"])
-                nonfinite_run = nonfinite_run + 1 if stats["nonfinite"] else 0
-                rows.append((step, {"rollout": rollout_index, **stats, **counters}))
-                if ref_params is not None and config.grpo.ref_reset_every and step % config.grpo.ref_reset_every == 0:
-                    ref_params = jax.tree.map(jnp.copy, params)  # R1: reset the reference to the policy
-                if (config.eval_every and step % config.eval_every == 0) or step == config.steps:
-                    end_eval = evaluate(current(), tok, test_examples, config, eval_key)
-                    rows[-1][1].update(end_eval)
-                if nonfinite_run >= config.optim.max_nonfinite_in_a_row:
-                    _write_rows(writer, rows, metrics_r)
-                    writer.close()
+                p.step, p.cursor = p.step + 1, p.cursor + 1
+                p.counters["skipped_empty"] += int(stats["empty"])
+                p.counters["skipped_nonfinite"] += int(stats["nonfinite"])
+                p.nonfinite_run = p.nonfinite_run + 1 if stats["nonfinite"] else 0
+                _test_hook("update", p.step, ckpt)
+                row = {"rollout": p.rollout, **first_row, **{k: v.item() for k, v in stats.items()}, **p.counters,
+                       "step_seconds": time.perf_counter() - t1}
+                first_row = {}
+                if ref_params is not None and config.grpo.ref_reset_every and p.step % config.grpo.ref_reset_every == 0:
+                    ref_params, ref_is_base = jax.tree.map(jnp.copy, params), False  # R1: reference := policy
+                if (config.eval_every and p.step % config.eval_every == 0) or p.step == config.steps:
+                    p.end_eval = evaluate(current(), tok, test_examples, config, eval_key)
+                    row.update(p.end_eval)
+                writer.write(p.step, row)
+                if p.nonfinite_run >= config.optim.max_nonfinite_in_a_row:
                     raise NonFiniteError(
-                        f"{nonfinite_run} steps in a row had a non-finite loss or gradient (step {step}); "
-                        f"stopping. The parameters are those of the last finite update.")
+                        f"{p.nonfinite_run} steps in a row had a non-finite loss or gradient (step {p.step}); "
+                        f"stopping. The parameters are those of the last finite update"
+                        + (", and the newest checkpoint holds finite weights." if ckpt else "."))
+                if p.cursor == len(schedule):  # the rollout is used up
+                    p.cursor, p.rollout = 0, p.rollout + 1
+                    arrays = None
+                _test_hook("sigterm", p.step)
+                if ckpt is not None and (p.step % config.checkpoint.every == 0 or p.step == config.steps or stop.requested):
+                    state = {"params": params, "opt_state": opt_state}
+                    if not ref_is_base:
+                        state["ref_params"] = ref_params
+                    meta = {"progress": dataclasses.asdict(p), "data": batches.get_state(), "ref_is_base": ref_is_base,
+                            "config": to_dict(requested), "versions": _versions()}
+                    ckpt.save(p.step, state, arrays if arrays is not None else {"none": np.zeros(1)}, meta)
+                    _test_hook("save", p.step)
                 bar.update(1)
-                bar.set_postfix(reward=f"{metrics_r['reward/mean']:.2f}", acc=f"{metrics_r['accuracy']:.2f}",
-                                len=f"{metrics_r['length/mean']:.1f}", tok_s=f"{metrics_r['rollout_tokens_per_s']:.0f}")
-        metrics_r["update_seconds"] = time.perf_counter() - t1
-        _write_rows(writer, rows, metrics_r)
-        rollout_index += 1
-    bar.close()
-    writer.close()
-    hf.save_model(current(), workdir / "final", tokenizer_dir=tok.path.parent)
-    summary = {"start": start_eval, "end": end_eval, "steps": step, "rollouts": rollout_index, **counters}
+                bar.set_postfix(step=p.step, **{k: f"{row[k]:.2f}" for k in ("reward/mean", "accuracy") if k in row})
+    finally:
+        stop.restore()
+        bar.close()
+        writer.close()
+        if ckpt is not None:
+            ckpt.close()
+    if not stop.requested:
+        hf.save_model(current(), workdir / "final", tokenizer_dir=tok.path.parent)
+    summary = {"start": p.start_eval, "end": p.end_eval, "steps": p.step, "rollouts": p.rollout,
+               "resumed_from": resumed_from, "preempted": stop.requested, **p.counters}
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
 
-def _write_rows(writer: MetricWriter, rows: list[tuple[int, dict]], rollout: dict) -> None:
-    """One row per step; the rollout's own metrics ride on its last step's row."""
-    for i, (step, row) in enumerate(rows):
-        writer.write(step, {**row, **rollout} if i == len(rows) - 1 else row)
+def export_run(workdir: str | Path, out: str | Path, step: int | None = None) -> Path:
+    """Writes the parameters of checkpoint `step` (default: the newest usable) of a run as a Hugging
+    Face directory with the run's tokenizer."""
+    from r1zero.config import from_dict
+
+    workdir = Path(workdir)
+    if not (workdir / "config.json").is_file():
+        raise FileNotFoundError(f"{workdir} is not a run directory (no config.json)")
+    config = from_dict(TrainConfig, json.loads((workdir / "config.json").read_text()))
+    mesh = sharding.make_mesh(config.mesh)
+    tok = Tokenizer(workdir / "tokenizer")
+    if config.model_dir:
+        model, _ = hf.load_model(config.model_dir, mesh)
+    else:
+        model = create_model(dataclasses.replace(config.model, vocab_size=tok.vocab_size), mesh, seed=config.seed)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    ckpt = Checkpointer(workdir / "checkpoints")
+    steps = ckpt.steps()
+    if not steps:
+        raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint")
+    if step is not None and step not in steps:
+        raise ValueError(f"no checkpoint at step {step} in {workdir}/checkpoints (steps: {steps})")
+    params = ckpt.restore_params(step if step is not None else steps[-1], _abstract(params))
+    ckpt.close()
+    return hf.save_model(nnx.merge(graphdef, params, rest), out, tokenizer_dir=workdir / "tokenizer")
+
+
+def rollout_minibatches(arrays: dict[str, np.ndarray], config: TrainConfig, rollout: int) -> list[dict]:
+    """Every step of a rollout in order (`mu` passes, each a fresh shuffle); the order depends only on
+    (seed, rollout), so a run resumed in the middle of a rollout continues with the same minibatches."""
+    return [mb for k in range(config.mu)
+            for mb in minibatches(arrays, config, np.random.default_rng([config.seed, rollout, k]))]
+
+
+def _abstract(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def truncate_logs(workdir: Path, step: int) -> None:
+    """Cuts metrics.jsonl and completions.jsonl back to rows of steps <= `step`, so that no step
+    appears twice after a resume."""
+    for name in ("metrics.jsonl", "completions.jsonl"):
+        path = workdir / name
+        if path.is_file():
+            keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(line + "\n" for line in keep))
+            tmp.replace(path)
+
+
+class _StopRequest:
+    """SIGTERM/SIGINT set `requested`; the loop then saves the current step and returns."""
+
+    def __init__(self):
+        import signal
+        import threading
+
+        self.requested, self._old = False, {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def restore(self):
+        import signal
+
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _test_hook(phase: str, step: int, ckpt: Checkpointer | None = None) -> None:
+    """Deterministic crash points for the resume tests: R1ZERO_TEST_KILL=phase:step SIGKILLs the
+    process there (phase `sigterm` sends SIGTERM instead). For `rollout` and `update` the previous
+    asynchronous save is let finish first, so which checkpoint survives does not depend on timing;
+    `save` kills right after a save started, before it commits."""
+    import os
+    import signal
+
+    if os.environ.get("R1ZERO_TEST_KILL") == f"{phase}:{step}":
+        if ckpt is not None and phase in ("rollout", "update"):
+            ckpt.wait()
+        os.kill(os.getpid(), signal.SIGTERM if phase == "sigterm" else signal.SIGKILL)
+
+
+def _versions() -> dict[str, str]:
+    import flax
+    import orbax.checkpoint
+
+    from r1zero import __version__
+
+    return {"r1zero": __version__, "jax": jax.__version__, "flax": flax.__version__,
+            "optax": optax.__version__, "orbax": orbax.checkpoint.__version__}
 
 
 def _completion_rows(ro: Rollout, n: int) -> list[dict]:
@@ -447,10 +590,10 @@ def _completion_rows(ro: Rollout, n: int) -> list[dict]:
     return rows
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, initial: int = 0):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="grpo", unit="step", disable=not enabled, dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc="grpo", unit="step", disable=not enabled, dynamic_ncols=True)
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -1,0 +1,200 @@
+"""Checkpoints: exact resume after SIGKILL at chosen moments, SIGTERM, broken and NaN steps,
+retention, other meshes, export, and the resume rules of `r1zero train`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from r1zero.checkpoint import Checkpointer
+from r1zero.cli import main
+from r1zero.config import CheckpointConfig, SamplingConfig, TrainConfig, to_dict
+from r1zero.train import train
+from tests.test_train import tiny_config
+
+ROOT = Path(__file__).parents[1]
+
+
+def resume_config() -> TrainConfig:
+    # Rollouts of two steps (two minibatches); saves every 3 steps: after step 3 (mid-rollout),
+    # step 6 (a rollout boundary) and step 8 (the end). The coin-flip reward makes every step update.
+    config = tiny_config(steps=8, num_minibatches=2, prompts_per_rollout=8,
+                         sampling=SamplingConfig(num_samples=4, max_new_tokens=2, max_prompt_len=16),
+                         checkpoint=CheckpointConfig(every=3, keep=3), eval_every=4)
+    return dataclasses.replace(config, task=dataclasses.replace(config.task, rewards=("random",)))
+
+
+def run_in_subprocess(config: TrainConfig, workdir: Path, kill: str | None) -> subprocess.CompletedProcess:
+    code = ("import json, sys; from r1zero.config import TrainConfig, from_dict; from r1zero.train import train; "
+            "train(from_dict(TrainConfig, json.loads(sys.argv[1])), sys.argv[2], progress=False)")
+    env = {**os.environ, "R1ZERO_TEST_KILL": kill or ""}
+    return subprocess.run([sys.executable, "-c", code, json.dumps(to_dict(config)), str(workdir)],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def metric_rows(workdir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if "seconds" not in k and "per_s" not in k} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("reference")
+    train(resume_config(), workdir, progress=False)
+    return workdir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill, restored_from", [
+    ("update:5", 3),  # mid-update; the newest checkpoint is in the middle of a rollout
+    ("rollout:7", 6),  # mid-rollout (after sampling, before any update); newest at a rollout boundary
+    ("save:6", (3, 6)),  # between an asynchronous save's start and its commit
+])
+def test_exact_resume_after_sigkill(reference, tmp_path, kill, restored_from):
+    proc = run_in_subprocess(resume_config(), tmp_path, kill)
+    assert proc.returncode == -9, proc.stderr[-2000:]  # really killed
+    summary = train(resume_config(), tmp_path, progress=False)
+    allowed = restored_from if isinstance(restored_from, tuple) else (restored_from,)
+    assert summary["resumed_from"] in allowed and summary["steps"] == 8
+    assert metric_rows(tmp_path) == metric_rows(reference)  # every step once, identical values
+    assert all(r["applied"] for r in metric_rows(reference) if "applied" in r)
+    ours, theirs = load_file(tmp_path / "final/model.safetensors"), load_file(reference / "final/model.safetensors")
+    for name in theirs:
+        np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)  # bitwise
+    completions = [json.loads(line)["step"] for line in (tmp_path / "completions.jsonl").read_text().splitlines()]
+    reference_completions = [json.loads(line)["step"] for line in (reference / "completions.jsonl").read_text().splitlines()]
+    assert completions == reference_completions
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_current_step_and_resume_continues(reference, tmp_path):
+    proc = run_in_subprocess(resume_config(), tmp_path, "sigterm:5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["preempted"] and summary["steps"] == 5
+    assert 5 in Checkpointer(tmp_path / "checkpoints").steps()
+    assert not (tmp_path / "final").exists()
+    assert train(resume_config(), tmp_path, progress=False)["resumed_from"] == 5
+    assert metric_rows(tmp_path) == metric_rows(reference)
+
+
+def small_state(value: float = 1.0):
+    return {"params": {"w": jnp.full((4, 3), value), "b": jnp.arange(3.0)}, "opt_state": {"count": jnp.asarray(2)}}
+
+
+def abstract(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def test_corrupted_newest_step_falls_back_with_a_warning(tmp_path, caplog):
+    ckpt = Checkpointer(tmp_path, keep=5)
+    for step in (1, 2):
+        ckpt.save(step, small_state(step), {"none": np.zeros(1)}, {"ref_is_base": True, "step": step})
+    ckpt.wait()
+    victims = [p for p in (tmp_path / "2").rglob("*") if p.is_file() and "state" in str(p) and p.stat().st_size > 0]
+    for p in victims:
+        p.write_bytes(b"garbage")  # truncated/unreadable data files
+    step, state, _, meta = ckpt.restore_latest(abstract(small_state()))
+    assert step == 1 and meta["step"] == 1 and float(state["params"]["w"][0, 0]) == 1.0
+    assert "checkpoint step 2" in caplog.text and "unusable" in caplog.text
+    for p in (tmp_path / "1").rglob("*"):
+        if p.is_file() and "state" in str(p):
+            p.write_bytes(b"garbage")
+    with pytest.raises(RuntimeError, match=r"no usable checkpoint .*step 2: .*step 1: "):
+        ckpt.restore_latest(abstract(small_state()))
+    ckpt.close()
+
+
+def test_nonfinite_parameters_are_never_saved_and_retention_keeps_last_and_best(tmp_path):
+    ckpt = Checkpointer(tmp_path, keep=2, best_metric="eval/acc")
+    bad = small_state()
+    bad["params"]["w"] = bad["params"]["w"].at[0, 0].set(jnp.nan)
+    assert not ckpt.save(1, bad, {"none": np.zeros(1)}, {"ref_is_base": True})
+    for step, acc in ((2, 0.9), (3, 0.1), (4, 0.2), (5, 0.3)):
+        assert ckpt.save(step, small_state(step), {"none": np.zeros(1)},
+                         {"ref_is_base": True, "progress": {}, "end_eval": {"eval/acc": acc}})
+    ckpt.save(6, small_state(6), {"none": np.zeros(1)}, {"ref_is_base": True, "end_eval": {"eval/acc": 0.0}})
+    ckpt.close()
+    assert Checkpointer(tmp_path).steps() == [2, 5, 6]  # the best (2) and the last two
+
+
+@pytest.mark.slow
+def test_restore_on_other_meshes():
+    script = r'''
+import json, numpy as np, jax
+from r1zero.checkpoint import Checkpointer
+from r1zero.config import MeshConfig, ModelConfig
+from r1zero.models import create_model, to_host_arrays
+from r1zero.sharding import make_mesh
+from flax import nnx
+import sys, tempfile
+cfg = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8)
+d = tempfile.mkdtemp()
+src = create_model(cfg, make_mesh(MeshConfig(2, 4, 1)), seed=3)
+params = nnx.state(src, nnx.Param)
+ck = Checkpointer(d); ck.save(1, {"params": params, "opt_state": {}}, {"none": np.zeros(1)}, {"ref_is_base": True}); ck.close()
+ok = []
+for mc, devs in ((MeshConfig(8, 1, 1), None), (MeshConfig(1, 1, 1), jax.devices()[:1])):
+    mesh = make_mesh(mc, devs)
+    target = nnx.state(create_model(cfg, mesh, seed=0), nnx.Param)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target)
+    step, state, _, _ = Checkpointer(d).restore_latest({"params": abstract, "opt_state": {}})
+    same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(params)))
+    on_mesh = all(x.sharding.mesh.shape == mesh.shape for x in jax.tree.leaves(state["params"]))
+    ok.append(same and on_mesh)
+print(json.dumps(ok))
+'''
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [True, True]
+
+
+def test_export_round_trip_through_transformers(reference, tmp_path):
+    import torch
+    import transformers
+
+    from r1zero.models import hf, positions_from_mask
+
+    out = tmp_path / "hf"
+    assert main(["export", "--workdir", str(reference), "--step", "6", "--out", str(out)]) == 0
+    model, _ = hf.load_model(out)
+    ids = np.asarray([[3, 7, 1, 9, 4, 2]])
+    mask = jnp.ones(ids.shape, bool)
+    ours, _ = model(jnp.asarray(ids), positions_from_mask(mask), mask)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits = theirs(torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(np.asarray(ours), logits, atol=1e-5)
+    final = load_file(reference / "final/model.safetensors")  # step 6 is not the end: different weights
+    assert any(not np.array_equal(load_file(out / "model.safetensors")[k], final[k]) for k in final)
+    assert main(["export", "--workdir", str(reference), "--step", "5", "--out", str(out)]) == 2
+
+
+def test_resume_rules_of_the_train_command(reference, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    config = str(ROOT / "configs" / "default.py")
+    assert main(["train", "--workdir", str(run), "--config", config]) == 2
+    assert "different config" in capsys.readouterr().err
+    assert main(["train", "--workdir", str(run), "--set", "optim.learning_rate=1.0"]) == 2
+    assert "changed: optim.learning_rate" in capsys.readouterr().err
+    assert main(["train", "--workdir", str(tmp_path / "new")]) == 2
+    assert "--config is needed" in capsys.readouterr().err
+    # Harmless fields may change and are recorded: run two more steps.
+    assert main(["train", "--workdir", str(run), "--steps", "10", "--set", "eval_every=5", "--no-progress"]) == 0
+    assert "resumed from step 8" in capsys.readouterr().out
+    assert json.loads((run / "overrides.jsonl").read_text().splitlines()[-1]) == {"eval_every": 5, "steps": 10}
+    assert [r["step"] for r in metric_rows(run)][-3:] == [8, 9, 10]
