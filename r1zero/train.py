@@ -468,7 +468,9 @@ def train(config: TrainConfig, workdir: str | Path, progress: bool = True) -> di
                     ckpt.save(p.step, state, arrays if arrays is not None else {"none": np.zeros(1)}, meta)
                     _test_hook("save", p.step)
                 bar.update(1)
-                bar.set_postfix(step=p.step, **{k: f"{row[k]:.2f}" for k in ("reward/mean", "accuracy") if k in row})
+                if "reward/mean" in row:  # the rollout's numbers, shown until the next rollout
+                    bar.set_postfix(reward=f"{row['reward/mean']:.2f}", acc=f"{row['accuracy']:.2f}",
+                                    len=f"{row['length/mean']:.1f}", tok_s=f"{row['rollout_tokens_per_s']:.0f}")
     finally:
         stop.restore()
         bar.close()
