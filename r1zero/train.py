@@ -164,9 +164,20 @@ def make_train_step(graphdef, rest, config: TrainConfig, tx, param_sh, opt_sh, m
             out["kl"] = (stats["kl"] * stats["tokens"]).sum() / tokens
         return params, opt_state, out
 
-    repl = sharding.replicated(mesh)
-    return jax.jit(step, in_shardings=(param_sh, opt_sh, repl), out_shardings=(param_sh, opt_sh, repl),
-                   donate_argnums=(0, 1))
+    # Parameters and optimizer state arrive committed to their shardings and leave with the same
+    # ones (donated, updated in place); the batch arrives split over (data, fsdp) by `shard_batch`.
+    return jax.jit(step, out_shardings=(param_sh, opt_sh, sharding.replicated(mesh)), donate_argnums=(0, 1))
+
+
+def shard_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+    """Places [K, b, ...] host arrays on the mesh: rows split over (data, fsdp) when they divide,
+    else replicated."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    rows = next(iter(batch.values())).shape[1]
+    split = rows % (mesh.shape["data"] * mesh.shape["fsdp"]) == 0
+    spec = lambda ndim: P(None, sharding.RULES["batch"] if split else None, *[None] * (ndim - 2))
+    return {k: jax.device_put(v, NamedSharding(mesh, spec(v.ndim))) for k, v in batch.items()}
 
 
 def make_logprobs_fn(graphdef, rest, config: TrainConfig):
@@ -434,7 +445,7 @@ def train(config: TrainConfig, workdir: str | Path, progress: bool = True) -> di
                 if p.step >= config.steps or stop.requested:
                     break
                 t1 = time.perf_counter()
-                params, opt_state, stats = train_step(params, opt_state, mb)
+                params, opt_state, stats = train_step(params, opt_state, shard_batch(mb, mesh))
                 stats = jax.device_get(stats)
                 p.step, p.cursor = p.step + 1, p.cursor + 1
                 p.counters["skipped_empty"] += int(stats["empty"])

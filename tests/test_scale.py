@@ -1,0 +1,109 @@
+"""Every mesh shape gives the same training step and the same greedy rollouts; FSDP really splits
+parameters and optimizer state. Runs this file as a script with 8 fake CPU devices."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+MESHES = [(1, 1, 1), (8, 1, 1), (2, 4, 1), (2, 2, 2), (1, 1, 8), (1, 8, 1)]
+
+
+def run_script(*args: str) -> dict:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def results() -> dict:
+    return run_script("meshes")
+
+
+@pytest.mark.slow
+def test_train_step_is_the_same_on_every_mesh(results):
+    ref = results["(1, 1, 1)"]
+    for mesh in MESHES[1:]:
+        got = results[str(mesh)]
+        assert abs(got["loss"] - ref["loss"]) < 1e-5 * max(1.0, abs(ref["loss"])), mesh
+        assert abs(got["grad_norm"] - ref["grad_norm"]) < 1e-5 * ref["grad_norm"], mesh
+        assert got["max_param_diff"] < 1e-6, mesh  # after the update (eps=1: no Adam amplification)
+
+
+@pytest.mark.slow
+def test_greedy_rollouts_agree_on_every_mesh(results):
+    ref = results["(1, 1, 1)"]["greedy"]
+    for mesh in MESHES[1:]:
+        got = results[str(mesh)]
+        for r, (a, b) in enumerate(zip(got["greedy"], ref)):
+            for j, (x, y) in enumerate(zip(a, b)):
+                if x != y:  # only a near-tie of the two best logits may separate them
+                    assert got["top2_gap"][r][j] < 1e-5, (mesh, r, j)
+                    break
+
+
+@pytest.mark.slow
+def test_fsdp_splits_parameters_and_optimizer_state(results):
+    fsdp = results["(1, 8, 1)"]
+    assert fsdp["device0_fraction"] < 1 / 8 + 0.02, fsdp
+    assert fsdp["replicated_large"] == []  # nothing big silently replicated
+
+
+def _meshes() -> dict:
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from r1zero.config import MeshConfig, ModelConfig, OptimConfig, SamplingConfig
+    from r1zero.models import create_model
+    from r1zero.sampler import sample
+    from r1zero.sharding import make_mesh
+    from r1zero.train import init_training, shard_batch
+    from tests.test_train import make_batch, tiny_config
+
+    model_cfg = ModelConfig(vocab_size=40, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=8,
+                            num_kv_heads=2, head_dim=8, qkv_bias=True, tie_embeddings=True)
+    config = tiny_config(model=model_cfg, optim=OptimConfig(learning_rate=1e-2, eps=1.0, max_grad_norm=1e9))
+    batch = make_batch(0, B=8)
+    prompts = np.random.default_rng(0).integers(0, 40, (4, 6)).tolist()
+    out, ref_params = {}, None
+    for shape in MESHES:
+        devices = jax.devices()[:1] if shape == (1, 1, 1) else None
+        mesh = make_mesh(MeshConfig(*shape), devices)
+        model = create_model(model_cfg, mesh, seed=0)
+        # Larger weights than the 0.02 init: peaked logits, so greedy decoding does not repeat one token.
+        nnx.update(model, jax.tree.map(lambda x: 10 * x, nnx.state(model, nnx.Param)))
+        s = sample(model, prompts, jax.random.key(0), SamplingConfig(temperature=0.0, max_new_tokens=8, eos_ids=()), None)
+        tokens, mask = s.sequences()
+        logits, _ = model(jax.numpy.asarray(tokens), jax.numpy.maximum(np.cumsum(mask, 1) - 1, 0), jax.numpy.asarray(mask))
+        top2 = np.sort(np.asarray(logits), -1)[..., -2:]
+        Lp = s.prompt_tokens.shape[1]
+        gap = (top2[..., 1] - top2[..., 0])[:, Lp - 1:-1]
+        graphdef, params, rest, opt_state, step = init_training(model, config, mesh)
+        device0 = sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves((params, opt_state)))
+        total = sum(x.nbytes for x in jax.tree.leaves((params, opt_state)))
+        replicated_large = [str(k) for k, v in nnx.to_flat_state(params)
+                            if v.get_value().sharding.is_fully_replicated and v.get_value().size > 0.01 * total / 4]
+        params, opt_state, stats = step(params, opt_state, shard_batch(batch, mesh))
+        host = [np.asarray(x) for x in jax.tree.leaves(params)]
+        ref_params = ref_params or host
+        out[str(shape)] = {
+            "loss": float(stats["loss"]), "grad_norm": float(stats["grad_norm"]),
+            "max_param_diff": max(float(np.abs(a - b).max()) for a, b in zip(host, ref_params)),
+            "greedy": s.completion_tokens.tolist(), "top2_gap": gap.tolist(),
+            "device0_fraction": device0 / total, "replicated_large": replicated_large,
+        }
+    return out
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    print(json.dumps({"meshes": _meshes}[sys.argv[1]]()))
