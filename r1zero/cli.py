@@ -182,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "train":
+        from r1zero import distributed
+
+        distributed.initialize()  # joins a multi-host run described by R1ZERO_* variables, if any
     try:
         result = args.run(args)
     except (FileNotFoundError, ValueError, RuntimeError) as e:  # user errors: one clear line, no traceback

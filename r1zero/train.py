@@ -170,14 +170,16 @@ def make_train_step(graphdef, rest, config: TrainConfig, tx, param_sh, opt_sh, m
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
-    """Places [K, b, ...] host arrays on the mesh: rows split over (data, fsdp) when they divide,
-    else replicated."""
+    """Global [K, b, ...] arrays from this process's rows (on several hosts each passes its own
+    rows): split over (data, fsdp) when the rows divide, else replicated (one process only)."""
     from jax.sharding import NamedSharding, PartitionSpec as P
 
-    rows = next(iter(batch.values())).shape[1]
+    rows = next(iter(batch.values())).shape[1] * jax.process_count()
     split = rows % (mesh.shape["data"] * mesh.shape["fsdp"]) == 0
+    if not split and jax.process_count() > 1:
+        raise ValueError(f"{rows} rows per minibatch do not split over data x fsdp of the mesh {dict(mesh.shape)}")
     spec = lambda ndim: P(None, sharding.RULES["batch"] if split else None, *[None] * (ndim - 2))
-    return {k: jax.device_put(v, NamedSharding(mesh, spec(v.ndim))) for k, v in batch.items()}
+    return {k: jax.make_array_from_process_local_data(NamedSharding(mesh, spec(v.ndim)), v) for k, v in batch.items()}
 
 
 def make_logprobs_fn(graphdef, rest, config: TrainConfig):
@@ -386,6 +388,11 @@ def train(config: TrainConfig, workdir: str | Path, progress: bool = True) -> di
     """Runs GRPO until `config.steps` optimizer steps; continues from the newest usable checkpoint in
     `workdir` if there is one. SIGTERM/SIGINT save the current step and return early. Returns the
     summary (held-out evaluation before RL and at the end)."""
+    if jax.process_count() > 1:
+        raise NotImplementedError(
+            "the training loop runs in one process for now (any number of local devices): on several "
+            "hosts each would sample its own prompts, and the sampler does not yet assemble per-host "
+            "prompts into global arrays. The train step itself runs multi-host (tests/test_scale.py).")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     requested = config

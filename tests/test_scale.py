@@ -104,6 +104,62 @@ def _meshes() -> dict:
     return out
 
 
+def _two_process_step(process_id: str, port: str) -> dict:
+    from r1zero import distributed
+
+    assert distributed.initialize(f"localhost:{port}", 2, int(process_id))
+    import jax
+
+    from r1zero.config import MeshConfig, OptimConfig
+    from r1zero.models import create_model
+    from r1zero.sharding import make_mesh
+    from r1zero.train import init_training, shard_batch
+    from tests.test_train import TINY, make_batch, tiny_config
+
+    config = tiny_config(optim=OptimConfig(learning_rate=1e-2, eps=1.0, max_grad_norm=1e9))
+    mesh = make_mesh(MeshConfig(data=2, fsdp=1, tensor=1))  # one device in each process
+    model = create_model(TINY, mesh, seed=0)
+    graphdef, params, rest, opt_state, step = init_training(model, config, mesh)
+    full = make_batch(0, B=8)
+    mine = {k: v[:, 4 * int(process_id):4 * int(process_id) + 4] for k, v in full.items()}  # this host's rows
+    params, opt_state, stats = step(params, opt_state, shard_batch(mine, mesh))
+    return {"process": jax.process_index(), "processes": jax.process_count(),
+            "loss": float(stats["loss"]), "grad_norm": float(stats["grad_norm"])}
+
+
+@pytest.mark.slow
+def test_two_processes_with_jax_distributed_match_one_process():
+    import socket
+
+    import jax
+
+    from r1zero.config import MeshConfig, OptimConfig
+    from r1zero.models import create_model
+    from r1zero.sharding import make_mesh
+    from r1zero.train import init_training
+    from tests.test_train import TINY, make_batch, tiny_config
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = str(s.getsockname()[1])
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "two_process", str(i), port], env=env,
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert [r["process"] for r in results] == [0, 1] and all(r["processes"] == 2 for r in results)
+
+    config = tiny_config(optim=OptimConfig(learning_rate=1e-2, eps=1.0, max_grad_norm=1e9))
+    mesh = make_mesh(MeshConfig(), jax.devices()[:1])
+    _, params, _, opt_state, step = init_training(create_model(TINY, mesh, seed=0), config, mesh)
+    _, _, stats = step(params, opt_state, make_batch(0, B=8))
+    for r in results:
+        assert abs(r["loss"] - float(stats["loss"])) < 1e-5 and abs(r["grad_norm"] - float(stats["grad_norm"])) < 1e-5
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    print(json.dumps({"meshes": _meshes}[sys.argv[1]]()))
+    print(json.dumps({"meshes": _meshes, "two_process": _two_process_step}[sys.argv[1]](*sys.argv[2:])))
