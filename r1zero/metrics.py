@@ -35,8 +35,11 @@ def split_mean(values: np.ndarray, by: np.ndarray) -> tuple[float, float]:
 class MetricWriter:
     """Appends one JSON object per row to `metrics.jsonl` and mirrors numbers to TensorBoard."""
 
-    def __init__(self, workdir: str | Path, tensorboard: bool = True):
+    def __init__(self, workdir: str | Path, tensorboard: bool = True, enabled: bool = True):
+        self.enabled = enabled  # on several hosts only the first one writes
         self.dir = Path(workdir)
+        if not enabled:
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         self._metrics = open(self.dir / "metrics.jsonl", "a")
         self._completions = open(self.dir / "completions.jsonl", "a")
@@ -47,6 +50,8 @@ class MetricWriter:
             self._tb = SummaryWriter(str(self.dir / "tensorboard"))
 
     def write(self, step: int, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         row = {"step": step, **{k: _jsonable(v) for k, v in row.items()}}
         self._metrics.write(json.dumps(row) + "\n")
         self._metrics.flush()
@@ -56,11 +61,15 @@ class MetricWriter:
                     self._tb.add_scalar(k, v, step)
 
     def write_completions(self, step: int, rows: list[dict[str, Any]]) -> None:
+        if not self.enabled:
+            return
         for r in rows:
             self._completions.write(json.dumps({"step": step, **{k: _jsonable(v) for k, v in r.items()}}) + "\n")
         self._completions.flush()
 
     def close(self) -> None:
+        if not self.enabled:
+            return
         self._metrics.close()
         self._completions.close()
         if self._tb is not None:

@@ -222,19 +222,26 @@ def prompt_bucket(length: int, config: SamplingConfig) -> int:
 
 
 def sample(model: Decoder, prompts: Sequence[str | Sequence[int]], key: jax.Array, config: SamplingConfig,
-           tokenizer: Tokenizer | None) -> Samples:
+           tokenizer: Tokenizer | None, mesh=None) -> Samples:
     """G = config.num_samples completions for each prompt (text, or token ids).
 
     Over-long prompts raise ValueError naming the prompt and both lengths, unless
     `config.truncate_prompts` cuts them from the left (counted in `num_truncated_prompts`).
     Same key and inputs, same output. Without a tokenizer (benchmarks), prompts are token ids,
     EOS ids come from the config only, there are no stop strings and `texts` is empty.
+    On several processes each passes its own prompts (same count everywhere) and `mesh`; the rows
+    come back for this process's prompts, sampled with keys of their global prompt index.
     """
     if tokenizer is None and config.stop_strings:
         raise ValueError("stop strings need a tokenizer")
     pad_id = tokenizer.pad_id if tokenizer is not None else 0
     ids, truncated = _prompt_ids(prompts, config, tokenizer)
-    P, G, Lp = len(ids), config.num_samples, prompt_bucket(max(map(len, ids)), config)
+    longest = max(map(len, ids))
+    if jax.process_count() > 1:  # every process must compile the same program
+        from jax.experimental import multihost_utils
+
+        longest = int(multihost_utils.process_allgather(np.asarray([longest])).max())
+    P, G, Lp = len(ids), config.num_samples, prompt_bucket(longest, config)
     prompt_PxL = np.full((P, Lp), pad_id, np.int32)
     mask_PxL = np.zeros((P, Lp), bool)
     for p, row in enumerate(ids):  # left padding: every row's next token goes to the same slot
@@ -251,10 +258,14 @@ def sample(model: Decoder, prompts: Sequence[str | Sequence[int]], key: jax.Arra
     else:  # no stop strings: the tables are not read
         table, length = np.zeros((1, 1), np.int16), np.zeros((1,), np.int32)
     graphdef, state = nnx.split(model)
-    tokens, mask, logp, reason, steps = jax.device_get(_generate(
-        graphdef, state, prompt_PxL, mask_PxL, key, table, length,
-        config=config, eos_ids=eos_ids, stops=stops, pad_id=pad_id,
-    ))
+    prompt_in, mask_in = prompt_PxL, mask_PxL
+    if jax.process_count() > 1:
+        prompt_in, mask_in = _to_global((prompt_PxL, mask_PxL), mesh)
+    out = _generate(graphdef, state, prompt_in, mask_in, key, table, length,
+                    config=config, eos_ids=eos_ids, stops=stops, pad_id=pad_id)
+    if jax.process_count() > 1:
+        out = (*_to_local(out[:4], mesh), out[4])
+    tokens, mask, logp, reason, steps = jax.device_get(out)
     reasons = [FINISH_REASONS[int(r)] for r in reason]
     texts = []
     for row, m, why in zip(tokens, mask, reasons) if tokenizer is not None else ():
@@ -266,6 +277,29 @@ def sample(model: Decoder, prompts: Sequence[str | Sequence[int]], key: jax.Arra
         group_ids=np.repeat(np.arange(P), G), texts=texts, decode_steps=int(steps),
         num_truncated_prompts=truncated,
     )
+
+
+def _rows_spec(mesh):
+    from jax.sharding import PartitionSpec
+
+    from r1zero.sharding import RULES
+
+    return PartitionSpec(RULES["batch"])
+
+
+def _to_global(local_arrays, mesh):
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.host_local_array_to_global_array(local_arrays, mesh, _rows_spec(mesh))
+
+
+def _to_local(global_arrays, mesh):
+    from jax.experimental import multihost_utils
+    from jax.sharding import NamedSharding
+
+    spec = _rows_spec(mesh)
+    placed = tuple(jax.device_put(a, NamedSharding(mesh, spec)) for a in global_arrays)
+    return multihost_utils.global_array_to_host_local_array(placed, mesh, spec)
 
 
 def _prompt_ids(prompts, config: SamplingConfig, tokenizer: Tokenizer | None) -> tuple[list[list[int]], int]:

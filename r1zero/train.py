@@ -52,7 +52,12 @@ def setup_model(config: TrainConfig, workdir: Path, mesh, examples: list[dict]):
         tok = Tokenizer(config.model_dir)
         return model, tok, dataclasses.replace(config, model=model_config)
     chars = "".join(sorted({ch for ex in examples for ch in ex["prompt"] + str(ex["answer"])}))
-    tok = write_char_tokenizer(workdir / "tokenizer", chars, SPECIAL_TOKENS)
+    where = workdir / "tokenizer"
+    if jax.process_index() != 0:  # the same characters everywhere; only the first host writes the run directory
+        import tempfile
+
+        where = Path(tempfile.mkdtemp(prefix="r1zero-tokenizer-"))
+    tok = write_char_tokenizer(where, chars, SPECIAL_TOKENS)
     model_config = dataclasses.replace(config.model, vocab_size=tok.vocab_size)
     model = create_model(model_config, mesh, seed=config.seed)
     return model, tok, dataclasses.replace(config, model=model_config)
@@ -182,8 +187,9 @@ def shard_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
     return {k: jax.make_array_from_process_local_data(NamedSharding(mesh, spec(v.ndim)), v) for k, v in batch.items()}
 
 
-def make_logprobs_fn(graphdef, rest, config: TrainConfig):
-    """jit(params, tokens_BxT, mask_BxT) -> logp_BxT: reference or recomputed old log-probs."""
+def make_logprobs_fn(graphdef, rest, config: TrainConfig, mesh):
+    """fn(params, tokens_BxT, mask_BxT) -> logp_BxT (numpy, this process's rows): reference or
+    recomputed old log-probs."""
     temperature = config.sampling.temperature or 1.0
 
     @jax.jit
@@ -191,7 +197,18 @@ def make_logprobs_fn(graphdef, rest, config: TrainConfig):
         model = nnx.merge(graphdef, params, rest)
         return per_token_logprobs(model, tokens, mask, temperature, config.logprob_chunk_tokens)[0]
 
-    return fn
+    def host(params, tokens, mask):
+        if jax.process_count() == 1:
+            return np.asarray(fn(params, tokens, mask))
+        from jax.experimental import multihost_utils
+        from jax.sharding import PartitionSpec as P
+
+        spec = P(sharding.RULES["batch"])
+        out = fn(params, *multihost_utils.host_local_array_to_global_array((tokens, mask), mesh, spec))
+        return np.asarray(multihost_utils.global_array_to_host_local_array(
+            jax.device_put(out, jax.sharding.NamedSharding(mesh, spec)), mesh, spec))
+
+    return host
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -227,7 +244,7 @@ def score_rollout(samples: Samples, examples: list[dict], config: TrainConfig, c
     return scored, np.nan_to_num(acc) >= 1.0, np.nan_to_num(fmt) >= 1.0, total
 
 
-def collect_rollout(model, tok, batches, key, config: TrainConfig, step: int) -> Rollout:
+def collect_rollout(model, tok, batches, key, config: TrainConfig, step: int, mesh=None) -> Rollout:
     """Samples and scores one rollout; with dynamic sampling, groups whose rewards are all equal are
     replaced by groups of fresh prompts (up to max_sampling_tries rounds)."""
     P, G = config.prompts_per_rollout, config.sampling.num_samples
@@ -236,7 +253,8 @@ def collect_rollout(model, tok, batches, key, config: TrainConfig, step: int) ->
     tries, zero_frac = 0, 0.0
     while True:
         examples = next(batches)
-        samples = sample(model, [ex["prompt"] for ex in examples], jax.random.fold_in(key, tries), config.sampling, tok)
+        samples = sample(model, [ex["prompt"] for ex in examples], jax.random.fold_in(key, tries), config.sampling,
+                         tok, mesh)
         rows = [ex for ex in examples for _ in range(G)]
         scored, correct, formatted, total = score_rollout(samples, rows, config, context)
         zero = np.asarray(grpo.zero_std_groups(total.reshape(P, G), scored.valid.reshape(P, G)))
@@ -333,16 +351,25 @@ def minibatches(arrays: dict[str, np.ndarray], config: TrainConfig, rng: np.rand
 # Evaluation on the held-out split.
 
 
-def evaluate(model, tok, examples: list[dict], config: TrainConfig, key) -> dict[str, float]:
-    """Greedy and sampled accuracy (task.accuracy_reward), format rate and mean length."""
+def evaluate(model, tok, examples: list[dict], config: TrainConfig, key, mesh=None) -> dict[str, float]:
+    """Greedy and sampled accuracy (task.accuracy_reward), format rate and mean length on the
+    held-out examples (on several hosts each takes an equal share and the means are combined)."""
+    n = jax.process_count()
+    if n > 1:
+        examples = examples[: len(examples) // n * n][jax.process_index()::n]
     out = {}
     for name, temperature in (("greedy", 0.0), ("sampled", config.sampling.temperature)):
         scfg = dataclasses.replace(config.sampling, num_samples=1, temperature=temperature)
-        s = sample(model, [ex["prompt"] for ex in examples], key, scfg, tok)
+        s = sample(model, [ex["prompt"] for ex in examples], key, scfg, tok, mesh)
         parts = rewards.score(s.texts, examples, {config.task.accuracy_reward: 1.0, "format": 0.0}).parts
         out[f"eval/{name}_accuracy"] = float(np.nanmean(parts[config.task.accuracy_reward] >= 1.0))
         out[f"eval/{name}_format"] = float(np.nanmean(parts["format"]))
         out[f"eval/{name}_length"] = float(s.completion_mask.sum(1).mean())
+    if n > 1:
+        from jax.experimental import multihost_utils
+
+        means = multihost_utils.process_allgather(np.asarray(list(out.values()))).mean(0)
+        out = dict(zip(out, map(float, means)))
     return out
 
 
@@ -388,11 +415,6 @@ def train(config: TrainConfig, workdir: str | Path, progress: bool = True) -> di
     """Runs GRPO until `config.steps` optimizer steps; continues from the newest usable checkpoint in
     `workdir` if there is one. SIGTERM/SIGINT save the current step and return early. Returns the
     summary (held-out evaluation before RL and at the end)."""
-    if jax.process_count() > 1:
-        raise NotImplementedError(
-            "the training loop runs in one process for now (any number of local devices): on several "
-            "hosts each would sample its own prompts, and the sampler does not yet assemble per-host "
-            "prompts into global arrays. The train step itself runs multi-host (tests/test_scale.py).")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     requested = config
@@ -401,10 +423,12 @@ def train(config: TrainConfig, workdir: str | Path, progress: bool = True) -> di
                                        tokenizer_dir=config.model_dir or None)
     examples = test_examples if config.model_dir else batches.examples() + test_examples
     model, tok, config = setup_model(config, workdir, mesh, examples)
-    write_run_files(workdir, requested, config, tok)
+    main_process = jax.process_index() == 0
+    if main_process:
+        write_run_files(workdir, requested, config, tok)
 
     graphdef, params, rest, opt_state, train_step = init_training(model, config, mesh)
-    logprobs_fn = make_logprobs_fn(graphdef, rest, config)
+    logprobs_fn = make_logprobs_fn(graphdef, rest, config, mesh)
     ref_params, ref_is_base = (jax.tree.map(jnp.copy, params), True) if config.grpo.beta else (None, True)
     ckpt = Checkpointer(workdir / "checkpoints", config.checkpoint.keep, config.checkpoint.best_metric,
                         config.checkpoint.best_mode) if config.checkpoint.every else None
@@ -427,9 +451,9 @@ def train(config: TrainConfig, workdir: str | Path, progress: bool = True) -> di
     key = jax.random.key(config.seed)
     eval_key = jax.random.fold_in(key, 1)
     current = lambda: nnx.merge(graphdef, params, rest)
-    writer = MetricWriter(workdir)
+    writer = MetricWriter(workdir, enabled=main_process)
     if resumed_from is None:
-        p.start_eval = p.end_eval = evaluate(current(), tok, test_examples, config, eval_key)  # the base, before RL
+        p.start_eval = p.end_eval = evaluate(current(), tok, test_examples, config, eval_key, mesh)  # the base
         writer.write(0, p.start_eval)
     stop = _StopRequest()
     bar = _progress(config.steps, progress, initial=p.step)
@@ -438,12 +462,12 @@ def train(config: TrainConfig, workdir: str | Path, progress: bool = True) -> di
         while p.step < config.steps and not stop.requested:
             if arrays is None:  # a new rollout: sample, score, advantages
                 t0 = time.perf_counter()
-                ro = collect_rollout(current(), tok, batches, jax.random.fold_in(key, 2 + p.rollout), config, p.step)
+                ro = collect_rollout(current(), tok, batches, jax.random.fold_in(key, 2 + p.rollout), config, p.step, mesh)
                 arrays = train_arrays(ro, config)
                 if config.grpo.recompute_old_logprobs:
-                    arrays["old_logp"] = np.asarray(logprobs_fn(params, arrays["tokens"], arrays["mask"]))
+                    arrays["old_logp"] = logprobs_fn(params, arrays["tokens"], arrays["mask"])
                 if ref_params is not None:
-                    arrays["ref_logp"] = np.asarray(logprobs_fn(ref_params, arrays["tokens"], arrays["mask"]))
+                    arrays["ref_logp"] = logprobs_fn(ref_params, arrays["tokens"], arrays["mask"])
                 first_row = {"rollout": p.rollout, **rollout_metrics(ro, time.perf_counter() - t0)}
                 writer.write_completions(p.step + 1, _completion_rows(ro, config.log_completions))
                 _test_hook("rollout", p.step + 1, ckpt)
@@ -465,7 +489,7 @@ def train(config: TrainConfig, workdir: str | Path, progress: bool = True) -> di
                 if ref_params is not None and config.grpo.ref_reset_every and p.step % config.grpo.ref_reset_every == 0:
                     ref_params, ref_is_base = jax.tree.map(jnp.copy, params), False  # R1: reference := policy
                 if (config.eval_every and p.step % config.eval_every == 0) or p.step == config.steps:
-                    p.end_eval = evaluate(current(), tok, test_examples, config, eval_key)
+                    p.end_eval = evaluate(current(), tok, test_examples, config, eval_key, mesh)
                     row.update(p.end_eval)
                 writer.write(p.step, row)
                 if p.nonfinite_run >= config.optim.max_nonfinite_in_a_row:
@@ -499,7 +523,8 @@ def train(config: TrainConfig, workdir: str | Path, progress: bool = True) -> di
         hf.save_model(current(), workdir / "final", tokenizer_dir=tok.path.parent)
     summary = {"start": p.start_eval, "end": p.end_eval, "steps": p.step, "rollouts": p.rollout,
                "resumed_from": resumed_from, "preempted": stop.requested, **p.counters}
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if main_process:
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
 
@@ -543,7 +568,9 @@ def _abstract(tree):
 
 def truncate_logs(workdir: Path, step: int) -> None:
     """Cuts metrics.jsonl and completions.jsonl back to rows of steps <= `step`, so that no step
-    appears twice after a resume."""
+    appears twice after a resume. Only the first host writes logs."""
+    if jax.process_index() != 0:
+        return
     for name in ("metrics.jsonl", "completions.jsonl"):
         path = workdir / name
         if path.is_file():

@@ -160,6 +160,50 @@ def test_two_processes_with_jax_distributed_match_one_process():
         assert abs(r["loss"] - float(stats["loss"])) < 1e-5 and abs(r["grad_norm"] - float(stats["grad_norm"])) < 1e-5
 
 
+
+def _two_process_train(process_id: str, port: str, workdir: str) -> dict:
+    from r1zero import distributed
+
+    assert distributed.initialize(f"localhost:{port}", 2, int(process_id))
+    import dataclasses
+
+    from r1zero.config import CheckpointConfig, MeshConfig, SamplingConfig
+    from r1zero.train import train
+    from tests.test_train import tiny_config
+
+    config = tiny_config(steps=4, mesh=MeshConfig(data=2, fsdp=1, tensor=1), prompts_per_rollout=8,
+                         sampling=SamplingConfig(num_samples=4, max_new_tokens=2, max_prompt_len=16),
+                         checkpoint=CheckpointConfig(every=2), eval_every=2)
+    config = dataclasses.replace(config, task=dataclasses.replace(config.task, rewards=("random",)))
+    return train(config, workdir, progress=False)
+
+
+@pytest.mark.slow
+def test_two_process_training_run(tmp_path):
+    """Two hosts on localhost: each samples its own prompts, one global update per step; host 0 writes
+    the run directory, both see the same summary."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = str(s.getsockname()[1])
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "two_process_train", str(i), port,
+                               str(tmp_path)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert summaries[0] == summaries[1] and summaries[0]["steps"] == 4
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]  # written once, by host 0
+    assert (tmp_path / "final" / "model.safetensors").is_file()
+    assert [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()] != []
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    print(json.dumps({"meshes": _meshes, "two_process": _two_process_step}[sys.argv[1]](*sys.argv[2:])))
+    run = {"meshes": _meshes, "two_process": _two_process_step, "two_process_train": _two_process_train}
+    print(json.dumps(run[sys.argv[1]](*sys.argv[2:])))

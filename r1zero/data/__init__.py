@@ -20,7 +20,7 @@ def load_task(config: TaskConfig, seed: int, data_dir: str | Path, batch_size: i
     from r1zero.data.pipeline import PromptIterator, decode
 
     render(config.template, "x", tokenizer_dir)  # a bad template fails before any data is built
-    b = builders.builder(config, seed, config.data_dir or data_dir)
+    b = _build(builders, config, seed, config.data_dir or data_dir)
     splits = b.info.splits
     if "train" not in splits:
         raise ValueError(f"dataset {config.dataset!r} has no train split (splits: {sorted(splits)}); "
@@ -34,6 +34,19 @@ def load_task(config: TaskConfig, seed: int, data_dir: str | Path, batch_size: i
     held_out_source = b.as_data_source(config.eval_split)
     held_out = [prepare(decode(held_out_source[i])) for i in range(len(held_out_source))]
     return PromptIterator(b.as_data_source("train"), batch_size, seed, prepare), held_out
+
+
+def _build(builders, config: TaskConfig, seed: int, data_dir):
+    """The prepared builder; on several hosts the first builds while the others wait, then they read."""
+    import jax
+
+    if jax.process_count() == 1:
+        return builders.builder(config, seed, data_dir)
+    from jax.experimental import multihost_utils
+
+    b = builders.builder(config, seed, data_dir) if jax.process_index() == 0 else None
+    multihost_utils.sync_global_devices("r1zero: dataset built")
+    return b or builders.builder(config, seed, data_dir)
 
 
 __all__ = ["load_task", "render"]

@@ -80,7 +80,12 @@ def to_host_arrays(model: Decoder) -> dict:
         node = nested
         for part in key[:-1]:
             node = node.setdefault(part, {})
-        node[key[-1]] = np.asarray(jax.device_get(var.get_value()))
+        value = var.get_value()
+        if not value.is_fully_addressable:  # several hosts: a collective, every process calls it
+            from jax.experimental import multihost_utils
+
+            value = multihost_utils.process_allgather(value, tiled=True)
+        node[key[-1]] = np.asarray(jax.device_get(value))
     return nested
 
 

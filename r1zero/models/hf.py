@@ -332,8 +332,10 @@ def save_model(model: Decoder, out_dir: str | os.PathLike, tokenizer_dir: str | 
     renamed, so an interrupted export never leaves a half-written model.safetensors."""
     c: ModelConfig = model.config
     out = Path(out_dir)
+    tensors = arrays_to_hf(to_host_arrays(model), c)  # on several hosts every process gathers ...
+    if jax.process_index() != 0:  # ... and the first one writes
+        return out
     out.mkdir(parents=True, exist_ok=True)
-    tensors = arrays_to_hf(to_host_arrays(model), c)
     if dtype is not None:
         tensors = {k: v.astype(np.dtype(jax.numpy.dtype(dtype))) for k, v in tensors.items()}
     tmp = out / "model.safetensors.tmp"
