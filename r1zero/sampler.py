@@ -258,6 +258,8 @@ def sample(model: Decoder, prompts: Sequence[str | Sequence[int]], key: jax.Arra
     else:  # no stop strings: the tables are not read
         table, length = np.zeros((1, 1), np.int16), np.zeros((1,), np.int32)
     graphdef, state = nnx.split(model)
+    if config.param_layout != "train":
+        state = _relayout(state, config.param_layout)
     prompt_in, mask_in = prompt_PxL, mask_PxL
     if jax.process_count() > 1:
         prompt_in, mask_in = _to_global((prompt_PxL, mask_PxL), mesh)
@@ -277,6 +279,15 @@ def sample(model: Decoder, prompts: Sequence[str | Sequence[int]], key: jax.Arra
         group_ids=np.repeat(np.arange(P), G), texts=texts, decode_steps=int(steps),
         num_truncated_prompts=truncated,
     )
+
+
+def _relayout(state, layout: str):
+    """The same parameters in the decoding layout: a jitted device-to-device reshard, no host copy."""
+    from r1zero import sharding
+
+    mesh = jax.tree.leaves(state)[0].sharding.mesh
+    target = sharding.state_shardings(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state), mesh, layout)
+    return jax.device_put(state, target)
 
 
 def _rows_spec(mesh):

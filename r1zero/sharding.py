@@ -52,14 +52,26 @@ def make_mesh(config: MeshConfig, devices: Sequence[jax.Device] | None = None) -
     )
 
 
-def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh) -> P:
+# Parameter layouts the sampler may decode with (a reshard at the start of each rollout): "train"
+# keeps RULES; "tensor" drops the FSDP split (no all-gather of weights at every decoded token);
+# "replicated" keeps a whole copy on every device.
+LAYOUTS = {
+    "train": RULES,
+    "tensor": {**RULES, "embed": None},
+    "replicated": {k: (RULES[k] if k == "batch" else None) for k in RULES},
+}
+
+
+def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
+                    rules: dict[str, Any] | None = None) -> P:
     """PartitionSpec for an array with logical `axes`; a mesh axis that does not divide its
     dimension (e.g. 2 KV heads over 4-way tensor parallelism) leaves that dimension replicated."""
+    rules = RULES if rules is None else rules
     if len(axes) != len(shape):
         raise ValueError(f"logical axes {tuple(axes)} do not match shape {tuple(shape)}")
     spec = []
     for name, dim in zip(axes, shape):
-        mesh_axes = RULES[name] if name is not None else None
+        mesh_axes = rules[name] if name is not None else None
         if mesh_axes is None:
             spec.append(None)
             continue
@@ -73,18 +85,19 @@ def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh
     return P(*spec)
 
 
-def state_shardings(abstract_state: Any, mesh: Mesh) -> Any:
-    """NamedShardings for an (abstract) nnx.State, from each Variable's `axes` metadata.
-
-    Variables without `axes` are replicated.
-    """
+def state_shardings(abstract_state: Any, mesh: Mesh, layout: str = "train") -> Any:
+    """NamedShardings for an (abstract) nnx.State, from each Variable's `axes` metadata and the
+    rules of `layout` (see LAYOUTS). Variables without `axes` are replicated."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown parameter layout {layout!r}; one of {sorted(LAYOUTS)}")
+    rules = LAYOUTS[layout]
 
     def one(var):
         if not isinstance(var, nnx.Variable):
             return NamedSharding(mesh, P())
         axes = var.get_metadata().get("axes")
         shape = var.get_value().shape
-        spec = logical_to_spec(axes, shape, mesh) if axes is not None else P()
+        spec = logical_to_spec(axes, shape, mesh, rules) if axes is not None else P()
         return var.replace(NamedSharding(mesh, spec))
 
     return jax.tree.map(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))

@@ -51,6 +51,13 @@ def test_greedy_rollouts_agree_on_every_mesh(results):
 
 
 @pytest.mark.slow
+def test_sampler_parameter_layouts_agree(results):
+    for mesh in MESHES:
+        for layout, (same_tokens, logp_diff) in results[str(mesh)]["layouts"].items():
+            assert same_tokens and logp_diff < 1e-4, (mesh, layout)  # float32 rounding of large logits
+
+
+@pytest.mark.slow
 def test_fsdp_splits_parameters_and_optimizer_state(results):
     fsdp = results["(1, 8, 1)"]
     assert fsdp["device0_fraction"] < 1 / 8 + 0.02, fsdp
@@ -87,6 +94,12 @@ def _meshes() -> dict:
         top2 = np.sort(np.asarray(logits), -1)[..., -2:]
         Lp = s.prompt_tokens.shape[1]
         gap = (top2[..., 1] - top2[..., 0])[:, Lp - 1:-1]
+        layouts = {}
+        for layout in ("tensor", "replicated"):  # decoding with resharded weights changes nothing
+            other = sample(model, prompts, jax.random.key(0),
+                           SamplingConfig(temperature=0.0, max_new_tokens=8, eos_ids=(), param_layout=layout), None)
+            layouts[layout] = [other.completion_tokens.tolist() == s.completion_tokens.tolist(),
+                               float(np.abs(other.logprobs - s.logprobs).max())]
         graphdef, params, rest, opt_state, step = init_training(model, config, mesh)
         device0 = sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves((params, opt_state)))
         total = sum(x.nbytes for x in jax.tree.leaves((params, opt_state)))
@@ -99,7 +112,7 @@ def _meshes() -> dict:
             "loss": float(stats["loss"]), "grad_norm": float(stats["grad_norm"]),
             "max_param_diff": max(float(np.abs(a - b).max()) for a, b in zip(host, ref_params)),
             "greedy": s.completion_tokens.tolist(), "top2_gap": gap.tolist(),
-            "device0_fraction": device0 / total, "replicated_large": replicated_large,
+            "device0_fraction": device0 / total, "replicated_large": replicated_large, "layouts": layouts,
         }
     return out
 
