@@ -91,7 +91,7 @@ class SamplingConfig:
     truncate_prompts: bool = False  # cut over-long prompts from the left (counted) instead of raising
     min_prompt_bucket: int = 16  # prompt lengths are padded to powers of two from here
     cache_dtype: str | None = None  # None: the model's compute dtype
-    param_layout: str = "train"  # train | tensor | replicated: weights resharded for decoding (sharding.LAYOUTS)
+    param_layout: str = "auto"  # auto | train | tensor | replicated: weights resharded for decoding (sharding.LAYOUTS)
 
     def __post_init__(self):
         if self.temperature < 0:

@@ -61,7 +61,9 @@ def measure(size: str, batch: int, prompt_len: int, new_tokens: int) -> list[dic
         graphdef, state = nnx.split(model)
         args = (np.zeros((batch, prompt_len), np.int32), np.ones((batch, prompt_len), bool), jax.random.key(0),
                 np.zeros((1, 1), np.int16), np.zeros((1,), np.int32))
-        compiled = sampler._generate.lower(graphdef, state, *args, config=scfg, eos_ids=(), stops=(), pad_id=0).compile()
+        scfg = dataclasses.replace(scfg, param_layout="train")
+        compiled = sampler._generate.lower(graphdef, state, *args, config=scfg, eos_ids=(), stops=(), pad_id=0,
+                                           mesh=mesh).compile()
         row["sampler_temp_mib"] = round(compiled.memory_analysis().temp_size_in_bytes / 2**20, 2)
         config = TrainConfig(model=model_cfg, optim=OptimConfig(learning_rate=1e-5))
         _, params, _, opt_state, step = init_training(model, config, mesh)
