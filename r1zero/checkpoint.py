@@ -13,7 +13,6 @@ never written.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -131,8 +130,3 @@ class Checkpointer:
         self.wait()
         self._manager.close()
 
-
-def remove_uncommitted(directory: str | Path) -> None:
-    """Deletes leftovers of interrupted asynchronous saves (orbax ignores them; this tidies up)."""
-    for p in Path(directory).glob("*.orbax-checkpoint-tmp*"):
-        shutil.rmtree(p, ignore_errors=True)

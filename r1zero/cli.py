@@ -123,14 +123,10 @@ def _export(args: argparse.Namespace) -> str:
 def _info(args: argparse.Namespace) -> dict:
     import dataclasses
 
-    import jax
-
-    from r1zero.models import abstract_model, hf
+    from r1zero.models import abstract_model, hf, param_count
 
     config = hf.read_config(args.model)
-    _, state = abstract_model(config)
-    n = sum(x.size for x in jax.tree.leaves(state))
-    return {"model": args.model, "parameters": int(n), **dataclasses.asdict(config)}
+    return {"model": args.model, "parameters": param_count(abstract_model(config)[1]), **dataclasses.asdict(config)}
 
 
 def build_parser() -> argparse.ArgumentParser:

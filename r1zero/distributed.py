@@ -27,11 +27,5 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     return True
 
 
-def is_main_process() -> bool:
-    import jax
-
-    return jax.process_index() == 0
-
-
 def _int(value: str | None) -> int | None:
     return int(value) if value else None

@@ -11,7 +11,6 @@ import math
 from typing import Any, Sequence
 
 import jax
-import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
@@ -111,16 +110,3 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
-
-def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
-    n = mesh.shape["data"] * mesh.shape["fsdp"]
-    if batch_size % n:
-        raise ValueError(
-            f"batch size {batch_size} must be a multiple of data x fsdp = {n} devices of the mesh"
-        )
-
-
-def put(tree: Any, shardings: Any) -> Any:
-    """Places a tree of host arrays onto devices with matching shardings (a fresh copy each time,
-    so donating the result never deletes a caller's buffer)."""
-    return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), tree, shardings)

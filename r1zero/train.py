@@ -244,65 +244,74 @@ def score_rollout(samples: Samples, examples: list[dict], config: TrainConfig, c
     return scored, np.nan_to_num(acc) >= 1.0, np.nan_to_num(fmt) >= 1.0, total
 
 
+@dataclasses.dataclass
+class _Round:
+    """One sampling round: P prompts x G samples, scored. `zero_P`: groups with equal rewards."""
+
+    samples: Samples
+    examples: list[dict]  # per row
+    scored: rewards.Scored
+    correct: np.ndarray
+    formatted: np.ndarray
+    total: np.ndarray  # rewards used for advantages (with the overlong penalty)
+    zero_P: np.ndarray
+
+
 def collect_rollout(model, tok, batches, key, config: TrainConfig, step: int, mesh=None) -> Rollout:
     """Samples and scores one rollout; with dynamic sampling, groups whose rewards are all equal are
     replaced by groups of fresh prompts (up to max_sampling_tries rounds)."""
     P, G = config.prompts_per_rollout, config.sampling.num_samples
     context = rewards.Context(seed=config.seed, step=step)
-    kept: list[tuple] = []
-    tries, zero_frac = 0, 0.0
+    rounds: list[_Round] = []
     while True:
         examples = next(batches)
-        samples = sample(model, [ex["prompt"] for ex in examples], jax.random.fold_in(key, tries), config.sampling,
-                         tok, mesh)
+        samples = sample(model, [ex["prompt"] for ex in examples], jax.random.fold_in(key, len(rounds)),
+                         config.sampling, tok, mesh)
         rows = [ex for ex in examples for _ in range(G)]
         scored, correct, formatted, total = score_rollout(samples, rows, config, context)
         zero = np.asarray(grpo.zero_std_groups(total.reshape(P, G), scored.valid.reshape(P, G)))
-        if tries == 0:
-            zero_frac = float(zero.mean())
-        tries += 1
-        for p in range(P):
-            kept.append((zero[p], samples, p, rows[p * G:(p + 1) * G], scored, correct, formatted, total))
-        if not config.grpo.dynamic_sampling:
+        rounds.append(_Round(samples, rows, scored, correct, formatted, total, zero))
+        informative = sum(int((~r.zero_P).sum()) for r in rounds)
+        if not config.grpo.dynamic_sampling or informative >= P or len(rounds) >= config.grpo.max_sampling_tries:
             break
-        if sum(not z for z, *_ in kept) >= P or tries >= config.grpo.max_sampling_tries:
-            break
+    groups = [(r, p) for r in range(len(rounds)) for p in range(P)]
     if config.grpo.dynamic_sampling:  # informative groups first; zero-std groups only as filler
-        kept.sort(key=lambda k: bool(k[0]))
-    return _assemble(kept[:P], config, zero_frac, tries)
+        groups.sort(key=lambda rp: bool(rounds[rp[0]].zero_P[rp[1]]))
+    return _assemble(rounds, groups[:P], config)
 
 
-def _assemble(groups, config: TrainConfig, zero_frac: float, tries: int) -> Rollout:
-    """Concatenates P groups (possibly from different sampling rounds) into one rollout."""
+def _assemble(rounds: list[_Round], groups: list[tuple[int, int]], config: TrainConfig) -> Rollout:
+    """One rollout of the chosen (round, group) pairs, in order; prompts of different buckets are
+    left-padded to the longest."""
     G = config.sampling.num_samples
-    rows = lambda a, p: a[p * G:(p + 1) * G]
-    Lp = max(g[1].prompt_tokens.shape[1] for g in groups)
+    Lp = max(rounds[r].samples.prompt_tokens.shape[1] for r, _ in groups)
 
-    def cat(field):
-        parts = [rows(getattr(s, field), p) for _, s, p, *_ in groups]
-        if field.startswith("prompt"):  # left-pad prompts of different buckets to the longest
+    def take(get, left_pad=False):
+        parts = [get(rounds[r])[p * G:(p + 1) * G] for r, p in groups]
+        if left_pad:
             parts = [np.pad(x, ((0, 0), (Lp - x.shape[1], 0))) for x in parts]
-        return np.concatenate(parts)
+        return sum(parts, []) if isinstance(parts[0], list) else np.concatenate(parts)
 
+    field = lambda name, **kw: take(lambda rd: getattr(rd.samples, name), **kw)
+    used = [rounds[r] for r in sorted({r for r, _ in groups})]
     samples = Samples(
-        prompt_tokens=cat("prompt_tokens"), prompt_mask=cat("prompt_mask"),
-        completion_tokens=cat("completion_tokens"), completion_mask=cat("completion_mask"),
-        logprobs=cat("logprobs"), finish_reason=sum((rows(s.finish_reason, p) for _, s, p, *_ in groups), []),
-        group_ids=np.repeat(np.arange(len(groups)), G), texts=sum((rows(s.texts, p) for _, s, p, *_ in groups), []),
-        decode_steps=max(s.decode_steps for _, s, *_ in groups),
-        num_truncated_prompts=sum(s.num_truncated_prompts for _, s, *_ in groups),
+        prompt_tokens=field("prompt_tokens", left_pad=True), prompt_mask=field("prompt_mask", left_pad=True),
+        completion_tokens=field("completion_tokens"), completion_mask=field("completion_mask"),
+        logprobs=field("logprobs"), finish_reason=field("finish_reason"), texts=field("texts"),
+        group_ids=np.repeat(np.arange(len(groups)), G),
+        decode_steps=max(rd.samples.decode_steps for rd in used),
+        num_truncated_prompts=sum(rd.samples.num_truncated_prompts for rd in used),
     )
-    examples = sum((g[3] for g in groups), [])
-    pick = lambda i: np.concatenate([rows(g[i], g[2]) for g in groups])
     scored = rewards.Scored(
-        total=pick(7), valid=np.concatenate([rows(g[4].valid, g[2]) for g in groups]),
-        parts={k: np.concatenate([rows(g[4].parts[k], g[2]) for g in groups]) for k in groups[0][4].parts},
-        reasons=sum((rows(g[4].reasons, g[2]) for g in groups), []),
+        total=take(lambda rd: rd.total), valid=take(lambda rd: rd.scored.valid),
+        parts={k: take(lambda rd, k=k: rd.scored.parts[k]) for k in rounds[0].scored.parts},
+        reasons=take(lambda rd: rd.scored.reasons),
     )
     P = len(groups)
     adv = np.asarray(grpo.advantages(scored.total.reshape(P, G), scored.valid.reshape(P, G),
                                      config.grpo.advantage, config.grpo.std_eps, config.grpo.std_ddof)).reshape(-1)
-    return Rollout(samples, examples, scored, pick(5), pick(6), adv, zero_frac, tries)
+    return Rollout(samples, take(lambda rd: rd.examples), scored, take(lambda rd: rd.correct),
+                   take(lambda rd: rd.formatted), adv, float(rounds[0].zero_P.mean()), len(rounds))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -259,5 +259,6 @@ def positions_from_mask(mask_BxT: jax.Array) -> jax.Array:
     return jnp.maximum(jnp.cumsum(mask_BxT.astype(jnp.int32), axis=1) - 1, 0)
 
 
-def param_count(model: Decoder) -> int:
-    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+def param_count(state) -> int:
+    """Number of parameters in a (possibly abstract) model state."""
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state))
