@@ -142,15 +142,15 @@ class TaskConfig:
     """What a run trains on: a dataset (a tfds builder read with grain), a prompt template, and
     weighted rewards. Dataset knobs are shared by name; each dataset documents which it reads."""
 
-    dataset: str = "digits"  # digits | countdown | arithmetic | gsm8k | math | jsonl | reasoning_gym:<name>
-    template: str = "plain"  # plain | r1zero | qwen_math | chat
+    dataset: str = "digits"  # digits | countdown | arithmetic | multiply | gsm8k | math | jsonl | reasoning_gym:<name>
+    template: str = "plain"  # plain | r1zero | dialogue | qwen_math | chat
     rewards: tuple[str, ...] = ("exact_match",)
     reward_weights: tuple[float, ...] = (1.0,)
     accuracy_reward: str = "exact_match"  # the checker behind "accuracy" metrics, whatever is trained on
     train_size: int = 5000  # generated datasets
     eval_size: int = 128  # held-out examples (gsm8k: held-out templates), never trained on
     eval_split: str = "test"  # math: "champ" for the CHAMP competition problems
-    difficulty: int = 3  # digits: digits per prompt; countdown: how many numbers; arithmetic: digits
+    difficulty: int = 3  # digits: digits per prompt; countdown: how many numbers; arithmetic, multiply: digits
     operation: str = "max"  # digits: max|min|first|last|sum_mod10; arithmetic: add|mul|chain
     max_number: int = 100  # countdown
     max_target: int = 1000  # countdown
@@ -158,6 +158,32 @@ class TaskConfig:
     prompt_field: str = "prompt"  # jsonl
     answer_field: str = "answer"  # jsonl
     data_dir: str = ""  # where tfds materialises datasets; empty: <workdir>/data
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusConfig:
+    """The procedural pretraining corpus (r1zero/data/corpus.py)."""
+
+    digits: int = 2  # digits of each factor (the difficulty knob)
+    direct: float = 0.6  # shares of the three kinds (normalised)
+    worked: float = 0.3
+    self_check: float = 0.1
+    tagged: float = 0.25  # share of documents written as User/Assistant with <think>/<answer> tags
+    tagged_mix: tuple[float, ...] = ()  # (direct, worked, self_check) shares of tagged documents; (): as above
+    mistake_rate: float = 0.5  # share of self-check documents whose first pass has a slip the check fixes
+    held_out_every: int = 16  # about 1 pair in this many is held out (never in the corpus)
+
+    def __post_init__(self):
+        for shares in ((self.direct, self.worked, self.self_check), self.tagged_mix or (1,)):
+            if min(shares) < 0 or sum(shares) <= 0:
+                raise ValueError(f"corpus kind shares must be >= 0 and not all 0, got {shares}")
+        if self.tagged_mix and len(self.tagged_mix) != 3:
+            raise ValueError(f"corpus.tagged_mix is (direct, worked, self_check), got {self.tagged_mix}")
+        for name in ("tagged", "mistake_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"corpus.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.digits < 1 or self.held_out_every < 2:
+            raise ValueError("corpus.digits must be >= 1 and held_out_every >= 2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +226,24 @@ class TrainConfig:
 
 # ---------------------------------------------------------------------------------------------------
 # Command-line overrides: `--set section.key=value`.
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """Next-token pretraining of a small base model on the procedural corpus (r1zero/pretrain.py).
+    A step is one AdamW update on `batch_size` rows of `seq_len` tokens (whole documents packed)."""
+
+    model: ModelConfig = ModelConfig()
+    corpus: CorpusConfig = CorpusConfig()
+    optim: OptimConfig = OptimConfig(learning_rate=3e-3, schedule="cosine", warmup_steps=100, weight_decay=0.01)
+    mesh: MeshConfig = MeshConfig()
+    seed: int = 0
+    steps: int = 2000
+    batch_size: int = 64
+    seq_len: int = 128
+    eval_every: int = 250  # steps between losses on the fixed evaluation batch; 0: only at the end
+    eval_rows: int = 64  # rows of the fixed evaluation batch (its own stream of the seed)
+    logprob_chunk_tokens: int = 8192
 
 
 def apply_overrides(config: Any, overrides: list[str] | dict[str, str]) -> Any:

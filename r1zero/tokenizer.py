@@ -9,6 +9,9 @@ from pathlib import Path
 
 import tokenizers
 
+# Special tokens of the character tokenizers r1zero writes (models it initialises or pretrains itself).
+SPECIAL_TOKENS = ("<pad>", "<eos>", "<unk>", "<think>", "</think>", "<answer>", "</answer>")
+
 
 def _ids(value) -> tuple[int, ...]:
     if value is None:

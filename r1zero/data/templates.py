@@ -16,7 +16,10 @@ QWEN_MATH = (
     "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{{}}.<|im_end|>\n"
     "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
 )
-TEMPLATES = {"plain": "{prompt}", "r1zero": R1ZERO, "qwen_math": QWEN_MATH}
+# The R1-Zero template's shape (reasoning in <think>, answer in <answer> follow "Assistant:") without
+# its English instructions: the form the pretraining corpus's tagged documents use (data/corpus.py).
+DIALOGUE = "User: {prompt} Assistant:"
+TEMPLATES = {"plain": "{prompt}", "r1zero": R1ZERO, "qwen_math": QWEN_MATH, "dialogue": DIALOGUE}
 
 
 def render(template: str, question: str, tokenizer_dir: str | Path | None = None) -> str:

@@ -1,0 +1,159 @@
+"""The procedural pretraining corpus: "web text" about multiplication for a small base model.
+
+Documents come in three kinds, in configurable proportions (CorpusConfig; tagged documents may
+have their own mix, `tagged_mix`):
+
+    direct      Q: 47*86=? A: 4042
+    worked      Q: 47*86=? 47*6=282 47*80=3760 282+3760=4042 A: 4042
+    self-check  Q: 47*86=? 47*6=272 47*80=3760 272+3760=4032 check: 86*7=602 86*40=3440
+                602+3440=4042 wait, 4032 is wrong, so the answer is 4042 A: 4042
+
+A self-check document recomputes the product with the factors swapped; in `mistake_rate` of them
+the first pass holds a slip (one partial product off) that the check catches and fixes ("wait").
+A share `tagged` of all documents happens to be written as a dialogue with R1-Zero-style tags:
+
+    User: 47*86=? Assistant: <think> 47*6=282 47*80=3760 282+3760=4042 </think> <answer> 4042 </answer>
+    User: 47*86=? Assistant: <answer> 4042 </answer>
+
+`digits` is the difficulty knob (digits per factor). Pairs that `is_held_out` are never written,
+so the RL task's held-out split (generators.multiply) measures problems the base has not seen.
+Everything is a pure function of (config, numpy Generator): the same seed gives the same corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Iterator
+
+import numpy as np
+
+from r1zero.config import CorpusConfig
+from r1zero.data.templates import DIALOGUE  # tagged documents are written in the RL prompt's form
+
+KINDS = ("direct", "worked", "self_check")
+# Every character the corpus and the multiplication prompts use; the tokenizer is one token per
+# character plus the special tokens (tokenizer.SPECIAL_TOKENS).
+ALPHABET = "0123456789 *+-=?:,.ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+QUESTION = "{a}*{b}=?"
+
+
+def factor_range(digits: int) -> tuple[int, int]:
+    return (10 ** (digits - 1) if digits > 1 else 2), 10**digits - 1
+
+
+def is_held_out(a: int, b: int, every: int = 16) -> bool:
+    """A fixed hash split (no seed): the same pairs are held out for pretraining and for RL."""
+    h = hashlib.sha256(f"{a}*{b}".encode()).digest()
+    return int.from_bytes(h[:8], "little") % every == 0
+
+
+def partial_products(a: int, b: int) -> list[int]:
+    """a times each nonzero digit of b with its place value, lowest first: 47*86 -> [282, 3760]."""
+    out, place = [], 1
+    while b:
+        b, d = divmod(b, 10)
+        if d:
+            out.append(a * d * place)
+        place *= 10
+    return out
+
+
+def work_steps(a: int, b: int, slip: tuple[int, int] | None = None) -> tuple[str, int]:
+    """("47*6=282 47*80=3760 282+3760=4042", result). `slip` = (index, error) adds `error` to one
+    partial product (a mistake the rest of the working carries forward)."""
+    parts, steps, place, bb = [], [], 1, b
+    while bb:
+        bb, d = divmod(bb, 10)
+        if d:
+            value = a * d * place
+            if slip is not None and len(parts) == slip[0]:
+                value += slip[1]
+            parts.append(value)
+            steps.append(f"{a}*{d * place}={value}")
+        place *= 10
+    total = parts[0]
+    for p in parts[1:]:
+        steps.append(f"{total}+{p}={total + p}")
+        total += p
+    return " ".join(steps), total
+
+
+def _slip(a: int, b: int, rng: np.random.Generator) -> tuple[int, int]:
+    """A plausible mistake: one partial product off by a nonzero digit at one of its places."""
+    n = len(partial_products(a, b))
+    index = int(rng.integers(n))
+    value = partial_products(a, b)[index]
+    place = 10 ** int(rng.integers(max(1, len(str(value)) - 1)))
+    error = int(rng.integers(1, 10)) * place * (1 if rng.random() < 0.5 else -1)
+    if value + error <= 0:
+        error = -error
+    return index, error
+
+
+def reasoning(a: int, b: int, kind: str, rng: np.random.Generator, mistake_rate: float) -> str:
+    """The working of one document ("" for a direct answer)."""
+    if kind == "direct":
+        return ""
+    if kind == "worked":
+        return work_steps(a, b)[0]
+    slip = _slip(a, b, rng) if rng.random() < mistake_rate else None
+    first, got = work_steps(a, b, slip)
+    check, right = work_steps(b, a)
+    if got == right:
+        return f"{first} check: {check} ok"
+    return f"{first} check: {check} wait, {got} is wrong, so the answer is {right}"
+
+
+def document(a: int, b: int, kind: str, tagged: bool, rng: np.random.Generator, mistake_rate: float) -> str:
+    question, work, answer = QUESTION.format(a=a, b=b), reasoning(a, b, kind, rng, mistake_rate), a * b
+    if tagged:
+        think = f"<think> {work} </think> " if work else ""
+        return f"{DIALOGUE.format(prompt=question)} {think}<answer> {answer} </answer>"
+    return f"Q: {question} {work + ' ' if work else ''}A: {answer}"
+
+
+def sample_pair(config: CorpusConfig, rng: np.random.Generator) -> tuple[int, int]:
+    lo, hi = factor_range(config.digits)
+    while True:
+        a, b = (int(x) for x in rng.integers(lo, hi + 1, size=2))
+        if not is_held_out(a, b, config.held_out_every):
+            return a, b
+
+
+def documents(config: CorpusConfig, rng: np.random.Generator) -> Iterator[dict]:
+    """An endless stream of documents: {"text", "kind", "tagged", "a", "b"}."""
+    while True:
+        a, b = sample_pair(config, rng)
+        tagged = bool(rng.random() < config.tagged)
+        kind = KINDS[int(rng.choice(3, p=kind_probs(config, tagged)))]
+        yield {"text": document(a, b, kind, tagged, rng, config.mistake_rate), "kind": kind,
+               "tagged": tagged, "a": a, "b": b}
+
+
+def kind_probs(config: CorpusConfig, tagged: bool = False) -> np.ndarray:
+    """(direct, worked, self_check) probabilities of an untagged or a tagged document."""
+    p = np.asarray(config.tagged_mix if tagged and config.tagged_mix else
+                   (config.direct, config.worked, config.self_check), np.float64)
+    return p / p.sum()
+
+
+def pack(docs: Iterator[list[int]], rows: int, seq_len: int, eos_id: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens_RxT, mask_RxT): whole documents, each followed by EOS, packed greedily into rows that
+    start at a document boundary (the position an RL prompt has); a row's unused tail is padding.
+    Draws documents from `docs` until the rows are full (the one that no longer fits is dropped);
+    a document longer than a row is an error."""
+    tokens = np.full((rows, seq_len), pad_id, np.int32)
+    mask = np.zeros((rows, seq_len), bool)
+    r, t = 0, 0
+    for ids in docs:
+        ids = list(ids) + [eos_id]
+        if len(ids) > seq_len:
+            raise ValueError(f"a document of {len(ids)} tokens does not fit in seq_len {seq_len}")
+        if t + len(ids) > seq_len:
+            r, t = r + 1, 0
+            if r == rows:
+                break
+        tokens[r, t:t + len(ids)] = ids
+        mask[r, t:t + len(ids)] = True
+        t += len(ids)
+    return tokens, mask

@@ -1,0 +1,114 @@
+"""The pretraining corpus: deterministic, proportions as configured, arithmetic right, held-out pairs absent."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import numpy as np
+import pytest
+
+from r1zero.config import CorpusConfig
+from r1zero.data import corpus
+
+STEP = re.compile(r"(\d+)([*+])(\d+)=(\d+)")
+
+
+def take(config, seed, n):
+    return list(itertools.islice(corpus.documents(config, np.random.default_rng(seed)), n))
+
+
+def test_same_seed_same_corpus_other_seed_other_corpus():
+    c = CorpusConfig()
+    assert [d["text"] for d in take(c, 3, 300)] == [d["text"] for d in take(c, 3, 300)]
+    assert [d["text"] for d in take(c, 3, 300)] != [d["text"] for d in take(c, 4, 300)]
+
+
+@pytest.mark.parametrize("shares", [(0.6, 0.3, 0.1, 0.25), (0.2, 0.2, 0.6, 0.8)])
+def test_kind_and_tag_proportions_match_the_config(shares):
+    direct, worked, check, tagged = shares
+    c = CorpusConfig(direct=direct, worked=worked, self_check=check, tagged=tagged, mistake_rate=0.5)
+    docs = take(c, 0, 6000)
+    n = len(docs)
+    for kind, want in zip(corpus.KINDS, (direct, worked, check)):
+        got = sum(d["kind"] == kind for d in docs) / n
+        assert abs(got - want) < 4 * np.sqrt(want * (1 - want) / n), (kind, got, want)
+    got = sum(d["tagged"] for d in docs) / n
+    assert abs(got - tagged) < 4 * np.sqrt(tagged * (1 - tagged) / n)
+    checks = [d for d in docs if d["kind"] == "self_check"]
+    caught = sum("wait" in d["text"] for d in checks) / len(checks)
+    assert abs(caught - 0.5) < 4 * np.sqrt(0.25 / len(checks))
+    # The text says what its labels say.
+    for d in docs:
+        assert d["text"].startswith("User: ") == d["tagged"]
+        assert ("=" in d["text"].split("?", 1)[1]) == (d["kind"] != "direct")
+        assert ("check:" in d["text"]) == (d["kind"] == "self_check")
+
+
+def test_tagged_documents_follow_their_own_mix():
+    c = CorpusConfig(direct=0.4, worked=0.45, self_check=0.15, tagged=0.5, tagged_mix=(0.7, 0.25, 0.05))
+    docs = take(c, 5, 8000)
+    for tagged, mix in ((True, c.tagged_mix), (False, (0.4, 0.45, 0.15))):
+        group = [d for d in docs if d["tagged"] == tagged]
+        for kind, want in zip(corpus.KINDS, mix):
+            got = sum(d["kind"] == kind for d in group) / len(group)
+            assert abs(got - want) < 4 * np.sqrt(want * (1 - want) / len(group)), (tagged, kind, got, want)
+    with pytest.raises(ValueError, match="tagged_mix"):
+        CorpusConfig(tagged_mix=(1.0, 0.0))
+
+
+def test_every_document_is_right_about_its_product():
+    docs = take(CorpusConfig(self_check=0.5, mistake_rate=0.8), 1, 2000)
+    for d in docs:
+        a, b, text = d["a"], d["b"], d["text"]
+        assert text.count(f"{a}*{b}=?") == 1
+        final = re.findall(r"(?:A: |<answer> )(\d+)", text)
+        assert final == [str(a * b)], text
+        if d["kind"] == "worked":  # every step of a worked solution is true arithmetic
+            for x, op, y, z in STEP.findall(text):
+                assert int(z) == (int(x) * int(y) if op == "*" else int(x) + int(y)), text
+        if "wait" in text:  # a caught slip: the first pass is wrong, the check right
+            wrong = int(re.search(r"wait, (\d+) is wrong", text).group(1))
+            assert wrong != a * b
+            assert text.rstrip(" </answer>").endswith(str(a * b))
+
+
+def test_tagged_documents_have_the_r1zero_shape():
+    from r1zero.rewards.basic import extract_answer, is_formatted
+
+    for d in take(CorpusConfig(tagged=1.0), 2, 300):
+        prompt = f"User: {d['a']}*{d['b']}=? Assistant:"
+        assert d["text"].startswith(prompt)
+        completion = d["text"][len(prompt):]
+        assert is_formatted(completion) == (d["kind"] != "direct")
+        assert extract_answer(completion).strip() == str(d["a"] * d["b"])
+
+
+def test_held_out_pairs_never_appear_and_difficulty_sets_the_digits():
+    docs = take(CorpusConfig(digits=2), 0, 3000)
+    assert not any(corpus.is_held_out(d["a"], d["b"]) for d in docs)
+    assert all(10 <= d["a"] <= 99 and 10 <= d["b"] <= 99 for d in docs)
+    held = sum(corpus.is_held_out(a, b) for a in range(10, 100) for b in range(10, 100))
+    assert 0.04 < held / 8100 < 0.09  # about 1 in 16
+    three = take(CorpusConfig(digits=3, direct=0, worked=1, self_check=0, tagged=0), 0, 50)
+    for d in three:
+        assert 100 <= d["a"] <= 999 and 100 <= d["b"] <= 999
+        assert len(STEP.findall(d["text"])) == 2 * len(corpus.partial_products(d["a"], d["b"])) - 1
+
+
+def test_pack_keeps_documents_whole_and_starts_rows_at_a_boundary():
+    docs = [[5] * n for n in (3, 4, 6, 2, 7, 1, 9)]
+    tokens, mask = corpus.pack(iter(docs), rows=3, seq_len=10, eos_id=1, pad_id=0)
+    rows = [list(t[m]) for t, m in zip(tokens, mask)]
+    # Greedy: [3+1, 4+1] | [6+1, 2+1] | [7+1, 1+1]; the 9-token document no longer fits and is dropped.
+    assert rows == [[5] * 3 + [1] + [5] * 4 + [1], [5] * 6 + [1] + [5] * 2 + [1], [5] * 7 + [1] + [5] + [1]]
+    assert (tokens[~mask] == 0).all()
+    with pytest.raises(ValueError, match="does not fit in seq_len 10"):
+        corpus.pack(iter([[5] * 10]), rows=1, seq_len=10, eos_id=1, pad_id=0)
+
+
+def test_bad_corpus_config_is_refused():
+    with pytest.raises(ValueError, match="shares"):
+        CorpusConfig(direct=-1)
+    with pytest.raises(ValueError, match="tagged"):
+        CorpusConfig(tagged=1.5)
