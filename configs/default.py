@@ -1,27 +1,39 @@
-"""The default GRPO run: learns on a 2-core CPU in about a minute.
+"""The main job: a miniature R1-Zero "aha moment" on a 2-core CPU.
 
-Model: a tiny Qwen2-architecture decoder (2 layers, width 64, 48k parameters) initialised at random
-with a character tokenizer. Task: "max 3 8 4 =" -> "8" (the largest of three digits, 1,000 prompts;
-128 held out and never trained on). Reward: exact match of the completion. Pure RL: the model has
-never seen the task; it starts at chance (~1 in 10) and GRPO alone teaches it.
-(The R1-Zero main job, from a pretrained base with <think>/<answer> and format rewards, is
-configs/aha.py once the pretraining issue lands.)
+Pure GRPO from the shipped pretrained base (r1zero/assets/base_mult2, made by
+configs/pretrain_base.py): the base has read "web text" where most products of two 2-digit numbers
+are answered directly (unreliable for a 0.8M-parameter model) and some are worked out step by step
+(reliable), and a quarter of the documents happen to use <think>/<answer> tags. RL alone, with an
+accuracy reward (1 when the <answer> is the product) and a small format reward (0.2 for
+<think>...</think> <answer>...</answer>), has to discover that thinking pays.
+
+The prompt is the R1-Zero template's shape without its English instructions, the form the base saw:
+"User: 47*86=? Assistant:". Held-out products (never in the corpus, never trained on) are evaluated
+greedily and sampled every 25 steps; step 0 is the epoch-0 audit of the base.
 """
 
-from r1zero.config import GRPOConfig, ModelConfig, OptimConfig, SamplingConfig, TaskConfig, TrainConfig
+from pathlib import Path
+
+import r1zero
+from r1zero.config import CheckpointConfig, GRPOConfig, OptimConfig, SamplingConfig, TaskConfig, TrainConfig
+
+BASE = Path(r1zero.__file__).parent / "assets" / "base_mult2"
 
 
 def get_config() -> TrainConfig:
     return TrainConfig(
-        model=ModelConfig(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
-                          head_dim=16, qkv_bias=True, tie_embeddings=True),
-        sampling=SamplingConfig(num_samples=8, max_new_tokens=1, temperature=1.0, max_prompt_len=32),
-        grpo=GRPOConfig(advantage="grpo", aggregation="seq-mean-token-mean"),
-        optim=OptimConfig(learning_rate=3e-3, warmup_steps=10, weight_decay=0.0),
-        task=TaskConfig(dataset="digits", operation="max", difficulty=3, rewards=("exact_match",),
-                        reward_weights=(1.0,), accuracy_reward="exact_match", eval_size=128),
+        model_dir=str(BASE),
+        sampling=SamplingConfig(num_samples=8, max_new_tokens=128, temperature=1.0, max_prompt_len=32,
+                                stop_strings=("</answer>",)),
+        grpo=GRPOConfig(advantage="grpo", aggregation="constant", beta=0.0),  # no KL, Dr. GRPO normaliser
+        optim=OptimConfig(learning_rate=1e-4, schedule="constant", weight_decay=0.0, max_grad_norm=1.0),
+        task=TaskConfig(dataset="multiply", difficulty=2, template="dialogue", rewards=("answer", "format"),
+                        reward_weights=(1.0, 0.2), accuracy_reward="answer", eval_size=256),
+        checkpoint=CheckpointConfig(every=50, keep=2),
         seed=0,
-        steps=150,
+        steps=200,
         prompts_per_rollout=16,
         eval_every=25,
+        log_completions=128,
+        logprob_chunk_tokens=1 << 16,  # a 77-token vocabulary: one chunk (chunking only pays for large vocabularies)
     )

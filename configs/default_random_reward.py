@@ -1,5 +1,5 @@
 """Control arm of configs/default.py: identical except that the reward is a coin flip that ignores
-correctness. Accuracy is still measured with the task's real checker."""
+the completion's correctness and format. Accuracy is still measured with the real checker."""
 
 import dataclasses
 import importlib.util
@@ -11,4 +11,4 @@ def get_config():
     default = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(default)
     config = default.get_config()
-    return dataclasses.replace(config, task=dataclasses.replace(config.task, rewards=("random",)))
+    return dataclasses.replace(config, task=dataclasses.replace(config.task, rewards=("random",), reward_weights=(1.0,)))

@@ -67,7 +67,7 @@ def _train(args: argparse.Namespace) -> str:
     from pathlib import Path
 
     from r1zero.config import TrainConfig, apply_overrides, from_dict, load_config_file, to_dict
-    from r1zero.train import format_summary, train
+    from r1zero.train import train
 
     saved = Path(args.workdir) / "config.json"
     if args.config is None and not saved.is_file():
@@ -89,12 +89,27 @@ def _train(args: argparse.Namespace) -> str:
             with open(Path(args.workdir) / "overrides.jsonl", "a") as f:
                 f.write(json.dumps({k: _get(to_dict(config), k) for k in changed}) + "\n")
     summary = train(config, args.workdir, progress=not args.no_progress)
-    note = ""
+    counts = (f"steps {summary['steps']}, rollouts {summary['rollouts']}, skipped (empty) {summary['skipped_empty']}, "
+              f"skipped (non-finite) {summary['skipped_nonfinite']}")
     if summary["preempted"]:
-        note = f"\nstopped by a signal at step {summary['steps']}; resume with: r1zero train --workdir {args.workdir}"
-    elif summary["resumed_from"] is not None:
-        note = f"\nresumed from step {summary['resumed_from']}"
-    return format_summary(summary) + note + f"\nrun directory: {args.workdir}"
+        return f"{counts}\nstopped by a signal at step {summary['steps']}; resume with: r1zero train --workdir {args.workdir}"
+    import jax
+
+    if jax.process_index() != 0:
+        return counts
+    from r1zero.report import write_report
+
+    report = write_report([args.workdir])
+    note = f"\nresumed from step {summary['resumed_from']}" if summary["resumed_from"] is not None else ""
+    return (f"{report['table']}\n{counts}{note}\nrun directory: {args.workdir} "
+            f"(report.md, plots/*.png, audit_epoch0.json, metrics.jsonl, final/)")
+
+
+def _report(args: argparse.Namespace) -> str:
+    from r1zero.report import write_report
+
+    report = write_report([args.workdir, *args.compare], args.out, args.name or None)
+    return f"{report['table']}\nwritten: {', '.join(str(f) for f in report['files'])}"
 
 
 def _changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -111,6 +126,24 @@ def _get(d: dict, dotted: str):
     for part in dotted.split("."):
         d = d[part]
     return d
+
+
+def _pretrain(args: argparse.Namespace) -> str:
+    import dataclasses
+    import shlex
+
+    from r1zero.config import apply_overrides, load_config_file
+    from r1zero.pretrain import pretrain
+
+    config = apply_overrides(load_config_file(args.config), args.set)
+    if args.steps is not None:
+        config = dataclasses.replace(config, steps=args.steps)
+    if args.seed is not None:
+        config = dataclasses.replace(config, seed=args.seed)
+    command = "r1zero " + " ".join(shlex.quote(a) for a in args.argv)  # recorded with the base model
+    s = pretrain(config, args.workdir, progress=not args.no_progress, command=command)
+    return (f"pretrained {s['params']:,} parameters for {s['steps']} steps ({s['tokens']:,} tokens, {s['seconds']:.0f} s): "
+            f"evaluation loss {s['eval_loss']:.4f} nats/token\nbase model: {args.workdir}/model")
 
 
 def _export(args: argparse.Namespace) -> str:
@@ -164,6 +197,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_train)
 
+    p = sub.add_parser("pretrain", help="next-token pretraining of a small base model on the procedural corpus")
+    p.add_argument("--config", required=True, help="configs/NAME.py whose get_config() returns a PretrainConfig")
+    p.add_argument("--workdir", required=True, help="run directory; the base model is written to WORKDIR/model")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_pretrain)
+
+    p = sub.add_parser("report", help="summary table and plots of a run, or of several overlaid")
+    p.add_argument("--workdir", required=True, help="run directory (metrics.jsonl, completions.jsonl, ...)")
+    p.add_argument("--compare", nargs="*", default=[], metavar="DIR", help="more runs to overlay (e.g. controls)")
+    p.add_argument("--out", default=None, help="output directory (default: WORKDIR, or WORKDIR/compare with --compare)")
+    p.add_argument("--name", action="append", default=[], help="a label per run, in order (default: directory names)")
+    p.set_defaults(run=_report)
+
     p = sub.add_parser("export", help="write a run's checkpoint as a Hugging Face model directory")
     p.add_argument("--workdir", required=True)
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest usable)")
@@ -178,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command == "train":
         from r1zero import distributed
 

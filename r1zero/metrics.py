@@ -1,4 +1,4 @@
-"""Run logging: metrics.jsonl + TensorBoard (one row per step), completions.jsonl, text statistics."""
+"""Run logging: metrics.jsonl + TensorBoard (one row per step), completions.jsonl, eval_completions.jsonl,\nand the text statistics of R1-Zero's signatures (accuracy, length, step-by-step share, reflective words)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,33 @@ def reflective_rates(texts: Sequence[str], prefix: str = "reflect") -> dict[str,
     return out
 
 
+def is_step_by_step(text: str) -> bool:
+    """Whether a completion works towards its answer in steps: the text before its first <answer>
+    holds at least two equations ("47*6=282 47*80=3760") or at least two non-empty lines. A heuristic
+    made for arithmetic tasks; for prose reasoning, line breaks count."""
+    reasoning = re.sub(r"</?think>", "", text.split("<answer>", 1)[0])
+    lines = [line for line in reasoning.splitlines() if line.strip()]
+    return reasoning.count("=") >= 2 or len(lines) >= 2
+
+
+def text_stats(texts: Sequence[str], lengths: np.ndarray, correct: np.ndarray, formatted: np.ndarray,
+               prefix: str = "") -> dict[str, float]:
+    """The emergence metrics of a batch of completions (R1-Zero's signatures), split by correctness
+    where it matters: accuracy, format rate, length in tokens, step-by-step share, reflective-word
+    rate (any of REFLECTIVE_WORDS), and the accuracy of completions that work step by step vs those
+    that answer directly. NaN where a side is empty."""
+    correct, formatted = np.asarray(correct, bool), np.asarray(formatted, bool)
+    steps = np.asarray([is_step_by_step(t) for t in texts], bool)
+    reflect = np.asarray([any(r.search(t) for r in _WORD_RE.values()) for t in texts], bool)
+    out = {"accuracy": correct.mean(), "format": formatted.mean(), "length": np.mean(lengths),
+           "step_by_step": steps.mean(), "reflective": reflect.mean()}
+    out["length_correct"], out["length_incorrect"] = split_mean(lengths, correct)
+    out["step_by_step_correct"], out["step_by_step_incorrect"] = split_mean(steps, correct)
+    out["reflective_correct"], out["reflective_incorrect"] = split_mean(reflect, correct)
+    out["accuracy_step_by_step"], out["accuracy_direct"] = split_mean(correct, steps)
+    return {prefix + k: float(v) for k, v in out.items()}
+
+
 def split_mean(values: np.ndarray, by: np.ndarray) -> tuple[float, float]:
     """(mean where `by`, mean where not `by`), NaN for an empty side."""
     values, by = np.asarray(values, np.float64), np.asarray(by, bool)
@@ -43,6 +70,7 @@ class MetricWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._metrics = open(self.dir / "metrics.jsonl", "a")
         self._completions = open(self.dir / "completions.jsonl", "a")
+        self._eval = open(self.dir / "eval_completions.jsonl", "a")
         self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
@@ -67,11 +95,20 @@ class MetricWriter:
             self._completions.write(json.dumps({"step": step, **{k: _jsonable(v) for k, v in r.items()}}) + "\n")
         self._completions.flush()
 
+    def write_eval(self, step: int, rows: list[dict[str, Any]]) -> None:
+        """One row per held-out example of an evaluation (greedy and sampled completions)."""
+        if not self.enabled:
+            return
+        for r in rows:
+            self._eval.write(json.dumps({"step": step, **r}) + "\n")
+        self._eval.flush()
+
     def close(self) -> None:
         if not self.enabled:
             return
         self._metrics.close()
         self._completions.close()
+        self._eval.close()
         if self._tb is not None:
             self._tb.close()
 

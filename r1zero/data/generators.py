@@ -7,6 +7,7 @@ split never feeds training.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import random
@@ -129,6 +130,26 @@ def arithmetic(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
 GSM8K_SLOW_TEMPLATES = frozenset({20, 39, 43, 107, 158, 320, 336, 364, 410, 434, 459, 684, 718, 737, 740, 843,
                                   873, 930, 982, 984, 1026, 1133, 1141, 1164, 1165, 1207, 1275, 1305})
 _GSM_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
+
+
+def multiply(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
+    """Every product of two `difficulty`-digit numbers: "47*86=?" -> "4042" (the main job's task).
+    The held-out split is the pretraining corpus's (`corpus.is_held_out`, a fixed hash, no seed), so
+    the base model never saw those pairs; `eval_size` of them (in hash order) are evaluated."""
+    from r1zero.data import corpus
+
+    lo, hi = corpus.factor_range(config.difficulty)
+    out: dict[str, list[Example]] = {"test": [], "train": []}
+    for a in range(lo, hi + 1):
+        for b in range(lo, hi + 1):
+            row = example(f"multiply-{a}x{b}", corpus.QUESTION.format(a=a, b=b), a * b, a=a, b=b)
+            out["test" if corpus.is_held_out(a, b) else "train"].append(row)
+    if not 0 < config.eval_size <= len(out["test"]):
+        raise ValueError(f"multiply with difficulty {config.difficulty} holds out {len(out['test'])} pairs; "
+                         f"eval_size must be between 1 and that, got {config.eval_size}")
+    out["test"] = sorted(out["test"], key=lambda r: hashlib.sha256(r["id"].encode()).digest())[:config.eval_size]
+    random.Random(seed).shuffle(out["train"])
+    return out
 
 
 def gsm8k_answer(solution: str, where: str) -> str:
@@ -277,8 +298,8 @@ def read_table(directory: Path, split: str, required: tuple[str, ...]) -> Iterab
         raise FileNotFoundError(f"{directory} has neither {split}.jsonl nor {split}.parquet")
 
 
-GENERATORS = {"digits": digits, "countdown": countdown, "arithmetic": arithmetic, "gsm8k": gsm8k,
-              "math": math, "jsonl": jsonl}
+GENERATORS = {"digits": digits, "countdown": countdown, "arithmetic": arithmetic, "multiply": multiply,
+              "gsm8k": gsm8k, "math": math, "jsonl": jsonl}
 
 
 def generate(config: TaskConfig, seed: int) -> dict[str, list[Example]]:

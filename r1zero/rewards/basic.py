@@ -1,4 +1,4 @@
-"""The R1-Zero format reward, exact match, and the random-reward control."""
+"""The R1-Zero format reward, exact-match answers (bare or in <answer> tags), and the random-reward control."""
 
 from __future__ import annotations
 
@@ -51,6 +51,20 @@ def exact_match(completions: Sequence[str], examples: Sequence[dict], context: C
             out.append(Score(None, "example has no 'answer'"))
         else:
             out.append(Score(float(c.strip() == str(ex["answer"]).strip())))
+    return out
+
+
+@register("answer")
+def answer_match(completions: Sequence[str], examples: Sequence[dict], context: Context) -> list[Score]:
+    """1.0 when the content of the last <answer>...</answer>, stripped, is exactly the example's
+    answer (short exact answers such as integers); 0.0 when it differs or there is no answer tag."""
+    out = []
+    for c, ex in zip(completions, examples):
+        if "answer" not in ex:
+            out.append(Score(None, "example has no 'answer'"))
+            continue
+        got = extract_answer(c)
+        out.append(Score(float(got is not None and got.strip() == str(ex["answer"]).strip())))
     return out
 
 

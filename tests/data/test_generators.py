@@ -21,6 +21,27 @@ def test_digits():
         assert len(digits) == 3 and ex["answer"] == str(max(digits))
 
 
+def test_multiply_holds_out_the_pairs_the_corpus_never_writes():
+    from r1zero.data import corpus
+
+    splits = generate(TaskConfig(dataset="multiply", difficulty=2, eval_size=100), seed=0)
+    train, test = splits["train"], splits["test"]
+    pairs = lambda rows: {(e["meta"]["a"], e["meta"]["b"]) for e in rows}
+    assert len(test) == 100 and all(corpus.is_held_out(a, b) for a, b in pairs(test))
+    assert not any(corpus.is_held_out(a, b) for a, b in pairs(train))
+    held = sum(corpus.is_held_out(a, b) for a in range(10, 100) for b in range(10, 100))
+    assert len(train) == 8100 - held
+    for e in train[:50] + test[:50]:
+        a, b = e["meta"]["a"], e["meta"]["b"]
+        assert e["question"] == f"{a}*{b}=?" and e["answer"] == str(a * b)
+    # The order of the train split follows the seed; the held-out choice does not.
+    other = generate(TaskConfig(dataset="multiply", difficulty=2, eval_size=100), seed=1)
+    assert [e["id"] for e in other["test"]] == [e["id"] for e in test]
+    assert [e["id"] for e in other["train"]] != [e["id"] for e in train]
+    with pytest.raises(ValueError, match="eval_size must be between 1 and"):
+        generate(TaskConfig(dataset="multiply", difficulty=2, eval_size=5000), seed=0)
+
+
 @pytest.mark.parametrize("n", [3, 4])
 def test_countdown_targets_are_reachable(n):
     cfg = TaskConfig(dataset="countdown", difficulty=n, max_number=50, max_target=200, train_size=60, eval_size=20)

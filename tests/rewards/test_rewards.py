@@ -41,6 +41,20 @@ def test_format(prompt, completion, expected):
     assert one("format", completion, {"prompt": prompt}).value == expected
 
 
+@pytest.mark.parametrize("completion,expected", [
+    (" <think> 47*6=282 </think> <answer> 4042 </answer>", 1.0),
+    (" <answer>4042</answer>", 1.0),
+    (" <answer> 4041 </answer>", 0.0),
+    (" 4042", 0.0),  # no tag: no answer
+    (" <answer> 1 </answer> <answer> 4042 </answer>", 1.0),  # the last answer counts
+    (" <answer> 4042 </answer> <answer> 1 </answer>", 0.0),
+    (" <answer> 4042.0 </answer>", 0.0),  # exact, not numeric
+])
+def test_answer(completion, expected):
+    assert one("answer", completion, {"answer": "4042"}).value == expected
+    assert one("answer", completion, {}).value is None
+
+
 def test_template_tail():
     assert template_tail(TINYZERO_PROMPT) == "<think>"
     assert template_tail(R1_PROMPT) == ""

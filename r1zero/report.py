@@ -1,0 +1,310 @@
+"""Run reports: the start-vs-end summary and the emergence plots of one run, or of several overlaid
+(the real run against its controls), rebuilt from a run directory's logs alone:
+
+    metrics.jsonl           one row per step: rollout statistics, held-out evaluation every eval_every
+    completions.jsonl       the logged rollout completions (first appearance of reflective words)
+    eval_completions.jsonl  every held-out example at every evaluation (per-prompt learning curves)
+
+`write_report` writes report.md, emergence.json and plots/*.png; `r1zero report` calls it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from r1zero.metrics import REFLECTIVE_WORDS
+
+# (label, metrics key) of the summary table: held-out evaluation at the start (the epoch-0 audit) and end.
+SUMMARY_ROWS = (
+    ("held-out accuracy, greedy", "eval/greedy_accuracy"),
+    ("held-out accuracy, sampled", "eval/sampled_accuracy"),
+    ("format rate", "eval/sampled_format"),
+    ("mean length, correct (tokens)", "eval/sampled_length_correct"),
+    ("mean length, incorrect (tokens)", "eval/sampled_length_incorrect"),
+    ("mean length, all (tokens)", "eval/sampled_length"),
+    ("step-by-step share", "eval/sampled_step_by_step"),
+    ("step-by-step share, greedy", "eval/greedy_step_by_step"),
+    ("reflective-word rate", "eval/sampled_reflective"),
+    ("accuracy when step by step", "eval/sampled_accuracy_step_by_step"),
+    ("accuracy when answering directly", "eval/sampled_accuracy_direct"),
+)
+EVAL_KEY = "eval/greedy_accuracy"  # present in every evaluation row
+
+
+@dataclasses.dataclass
+class Run:
+    name: str
+    dir: Path
+    metrics: list[dict]
+    completions: list[dict]
+    evals: list[dict]
+
+    def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) of the rows that hold a finite `key`."""
+        pts = [(r["step"], r[key]) for r in self.metrics if isinstance(r.get(key), (int, float))
+               and math.isfinite(r[key])]
+        return np.asarray([p[0] for p in pts]), np.asarray([p[1] for p in pts], np.float64)
+
+    def eval_rows(self) -> list[dict]:
+        return [r for r in self.metrics if EVAL_KEY in r]
+
+    @property
+    def start(self) -> dict:
+        rows = self.eval_rows()
+        return rows[0] if rows else {}
+
+    @property
+    def end(self) -> dict:
+        rows = self.eval_rows()
+        return rows[-1] if rows else {}
+
+
+def _read_jsonl(path: Path, required: bool) -> list[dict]:
+    if not path.is_file():
+        if required:
+            raise FileNotFoundError(f"{path} does not exist: is {path.parent} a run directory?")
+        return []
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} line {i}: not JSON ({e.msg})") from None
+    return rows
+
+
+def load_run(workdir: str | Path, name: str | None = None) -> Run:
+    d = Path(workdir)
+    metrics = _read_jsonl(d / "metrics.jsonl", required=True)
+    if not any(EVAL_KEY in r for r in metrics):
+        raise ValueError(f"{d / 'metrics.jsonl'} holds no held-out evaluation row ({EVAL_KEY})")
+    return Run(name or d.name, d, metrics, _read_jsonl(d / "completions.jsonl", False),
+               _read_jsonl(d / "eval_completions.jsonl", False))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Numbers.
+
+
+def summary_table(runs: list[Run]) -> str:
+    """Markdown: one row per SUMMARY_ROWS entry, a start and an end column per run."""
+    head = "| | " + " | ".join(f"{r.name} start | {r.name} end (step {r.end.get('step')})" for r in runs) + " |"
+    lines = [head, "|---" * (1 + 2 * len(runs)) + "|"]
+    for label, key in SUMMARY_ROWS:
+        if not any(key in r.start for r in runs):
+            continue
+        cells = [_fmt(r.start.get(key)) + " | " + _fmt(r.end.get(key)) for r in runs]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "-"
+    return f"{v:.1f}" if abs(v) >= 10 else f"{v:.3f}"
+
+
+def first_solved(run: Run) -> dict[str, int | None]:
+    """For each held-out example: the first evaluation step at which greedy decoding solves it
+    (0: the base already did), None if never."""
+    out: dict[str, int | None] = {}
+    for r in sorted(run.evals, key=lambda r: r["step"]):
+        out.setdefault(r["id"], None)
+        if r.get("greedy_correct") and out[r["id"]] is None:
+            out[r["id"]] = r["step"]
+    return out
+
+
+def solved_curve(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(eval steps, share of held-out examples solved by then at least once, share solved at that
+    step): how learning spreads over prompts."""
+    firsts = first_solved(run)
+    steps = np.asarray(sorted({r["step"] for r in run.evals}))
+    if not firsts:
+        return steps, np.zeros(len(steps)), np.zeros(len(steps))
+    ever = np.asarray([np.mean([f is not None and f <= s for f in firsts.values()]) for s in steps])
+    now = np.asarray([np.mean([bool(r.get("greedy_correct")) for r in run.evals if r["step"] == s]) for s in steps])
+    return steps, ever, now
+
+
+def reflective_first_steps(run: Run, threshold: float = 0.05) -> dict[str, dict[str, int | None]]:
+    """Per reflective word: the first step a logged rollout completion uses it, and the first step
+    its rate over the whole rollout reaches `threshold`."""
+    import re
+
+    out = {}
+    for w in REFLECTIVE_WORDS:
+        pattern = re.compile(rf"\b{w}\b", re.IGNORECASE)
+        seen = next((r["step"] for r in run.completions if pattern.search(r.get("completion") or "")), None)
+        steps, rate = run.series(f"reflect/{w}")
+        above = steps[rate >= threshold]
+        out[w] = {"first_seen": seen, f"first_rate_{threshold:g}": int(above[0]) if len(above) else None}
+    return out
+
+
+def emergence(run: Run) -> dict[str, Any]:
+    firsts = first_solved(run)
+    solved = [f for f in firsts.values() if f is not None]
+    start_ok = {r["id"] for r in run.evals if r["step"] == run.start.get("step") and r.get("greedy_correct")}
+    end_ok = {r["id"] for r in run.evals if r["step"] == run.end.get("step") and r.get("greedy_correct")}
+    return {
+        "run": str(run.dir), "start": run.start, "end": run.end,
+        "held_out": {"examples": len(firsts), "solved_at_start": len(start_ok), "solved_at_end": len(end_ok),
+                     "ever_solved": len(solved), "newly_solved": len(end_ok - start_ok),
+                     "forgotten": len(start_ok - end_ok), "first_solved": firsts},
+        "reflective_words": reflective_first_steps(run),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Plots.
+
+
+def _smooth(y: np.ndarray) -> np.ndarray:
+    w = max(1, len(y) // 25)
+    if w == 1:
+        return y
+    c = np.cumsum(np.insert(y, 0, 0.0))
+    head = c[1:w] / np.arange(1, w)
+    return np.concatenate([head, (c[w:] - c[:-w]) / w])
+
+
+# (file, title, y label, [(metrics key, line label suffix, style)]); rollout keys are smoothed.
+PANELS = (
+    ("accuracy", "Held-out accuracy", "accuracy",
+     [("eval/greedy_accuracy", "greedy, held out", "-o"), ("eval/sampled_accuracy", "sampled, held out", "--s"),
+      ("accuracy", "rollouts", ":")]),
+    ("length", "Completion length", "tokens",
+     [("length", "rollouts", "-"), ("length_correct", "correct", "--"), ("length_incorrect", "incorrect", ":")]),
+    ("step_by_step", "Completions that work step by step", "share",
+     [("step_by_step", "rollouts", "-"), ("eval/greedy_step_by_step", "greedy, held out", "--o")]),
+    ("reflective", "Completions with a reflective word", "share",
+     [("reflective", "rollouts", "-"), ("reflective_correct", "correct", "--"),
+      ("reflective_incorrect", "incorrect", ":")]),
+    ("format", "Format (<think>...</think> <answer>...</answer>)", "share",
+     [("format", "rollouts", "-"), ("eval/sampled_format", "sampled, held out", "--o")]),
+)
+
+
+def plot_runs(runs: list[Run], out_dir: str | Path) -> list[Path]:
+    """One PNG per panel, every run overlaid (a colour per run), plus first_solved.png,
+    reflective_words.png (the first run's words) and overview.png (all panels on one page)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    written = []
+
+    def draw(ax, panel):
+        _, title, ylabel, lines = panel
+        for i, run in enumerate(runs):
+            for key, label, style in lines:
+                x, y = run.series(key)
+                if len(x) == 0:
+                    continue
+                y = y if key.startswith("eval/") else _smooth(y)
+                ax.plot(x, y, style, color=colors[i % len(colors)], markersize=3, linewidth=1.2,
+                        label=f"{run.name}: {label}" if len(runs) > 1 else label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+
+    def draw_solved(ax):
+        for i, run in enumerate(runs):
+            steps, ever, now = solved_curve(run)
+            prefix = f"{run.name}: " if len(runs) > 1 else ""
+            ax.plot(steps, ever, "-o", color=colors[i % len(colors)], markersize=3, label=prefix + "solved at least once")
+            ax.plot(steps, now, "--", color=colors[i % len(colors)], label=prefix + "solved at that step")
+        ax.set_title("Held-out prompts solved (greedy)", fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel("share of prompts")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+
+    for panel in PANELS:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        draw(ax, panel)
+        written.append(_save(fig, out / f"{panel[0]}.png"))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    draw_solved(ax)
+    written.append(_save(fig, out / "first_solved.png"))
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for w in REFLECTIVE_WORDS:
+        x, y = runs[0].series(f"reflect/{w}")
+        if len(x) and y.max() > 0:
+            ax.plot(x, _smooth(y), label=w)
+    ax.set_title(f"Reflective words in rollouts ({runs[0].name})", fontsize=10)
+    ax.set_xlabel("step")
+    ax.set_ylabel("share of completions")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    written.append(_save(fig, out / "reflective_words.png"))
+
+    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    for ax, panel in zip(axes.flat, PANELS):
+        draw(ax, panel)
+    draw_solved(axes.flat[-1])
+    fig.suptitle(" vs ".join(r.name for r in runs))
+    written.append(_save(fig, out / "overview.png"))
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def write_report(workdirs: list[str | Path], out_dir: str | Path | None = None,
+                 names: list[str] | None = None) -> dict[str, Any]:
+    """Loads the runs, writes OUT/report.md (the summary table and first appearances),
+    OUT/emergence.json and OUT/plots/*.png; OUT defaults to the first run's directory (one run)
+    or its compare/ subdirectory (several). Returns {"table", "files", "out"}."""
+    runs = [load_run(d, n) for d, n in zip(workdirs, names or [None] * len(workdirs))]
+    if len({r.name for r in runs}) < len(runs):  # same directory names: tell them apart by path
+        runs = [dataclasses.replace(r, name=str(r.dir)) for r in runs]
+    out = Path(out_dir) if out_dir else (runs[0].dir if len(runs) == 1 else runs[0].dir / "compare")
+    out.mkdir(parents=True, exist_ok=True)
+    files = plot_runs(runs, out / "plots")
+    facts = {r.name: emergence(r) for r in runs}
+    (out / "emergence.json").write_text(json.dumps(facts, indent=1) + "\n")
+    table = summary_table(runs)
+    lines = ["# " + " vs ".join(r.name for r in runs), "", "Held-out evaluation before RL (start: the epoch-0 "
+             "audit) and at the last evaluation (end).", "", table, ""]
+    for r in runs:
+        h = facts[r.name]["held_out"]
+        lines += [f"## {r.name}", "",
+                  f"- held-out prompts solved (greedy): {h['solved_at_start']} of {h['examples']} at the start, "
+                  f"{h['solved_at_end']} at the end; {h['newly_solved']} newly solved, {h['forgotten']} forgotten, "
+                  f"{h['ever_solved']} solved at some evaluation"]
+        firsts = {w: v for w, v in facts[r.name]["reflective_words"].items() if v["first_seen"] is not None}
+        if firsts:
+            lines.append("- first appearance of reflective words in logged rollouts (step; step its rate "
+                         "reached 5%): " + ", ".join(f"{w} {v['first_seen']}; {v['first_rate_0.05']}"
+                                                     for w, v in firsts.items()))
+        lines.append("")
+    lines += ["Plots: " + ", ".join(f"[{f.name}](plots/{f.name})" for f in files), ""]
+    (out / "report.md").write_text("\n".join(lines))
+    return {"table": table, "files": files + [out / "report.md", out / "emergence.json"], "out": out}
