@@ -25,7 +25,10 @@ def get_config() -> TrainConfig:
         model_dir=str(BASE),
         sampling=SamplingConfig(num_samples=8, max_new_tokens=128, temperature=1.0, max_prompt_len=32,
                                 stop_strings=("</answer>",)),
-        grpo=GRPOConfig(advantage="grpo", aggregation="constant", beta=0.0),  # no KL, Dr. GRPO normaliser
+        # Dr. GRPO's constant normaliser; a KL penalty to the base (k3, as DeepSeekMath's GRPO) keeps runs
+        # whose reward carries no signal (the controls) from random-walking away: without it Adam turns
+        # pure-noise gradients into full-size steps (README: the random-reward control fell to garbage).
+        grpo=GRPOConfig(advantage="grpo", aggregation="constant", beta=0.04, kl_estimator="k3"),
         optim=OptimConfig(learning_rate=1e-4, schedule="constant", weight_decay=0.0, max_grad_norm=1.0),
         task=TaskConfig(dataset="multiply", difficulty=2, template="dialogue", rewards=("answer", "format"),
                         reward_weights=(1.0, 0.2), accuracy_reward="answer", eval_size=256),

@@ -25,11 +25,18 @@ def reflective_rates(texts: Sequence[str], prefix: str = "reflect") -> dict[str,
     return out
 
 
+ANSWER_MARKERS = ("<answer>", "\\boxed{")
+
+
 def is_step_by_step(text: str) -> bool:
-    """Whether a completion works towards its answer in steps: the text before its first <answer>
-    holds at least two equations ("47*6=282 47*80=3760") or at least two non-empty lines. A heuristic
-    made for arithmetic tasks; for prose reasoning, line breaks count."""
-    reasoning = re.sub(r"</?think>", "", text.split("<answer>", 1)[0])
+    """Whether a completion works its way to an answer: it gives an answer (`<answer>` or
+    `\\boxed{`) and the text before it holds at least two equations ("47*6=282 47*80=3760") or at
+    least two non-empty lines. A heuristic made for arithmetic tasks (for prose reasoning, line breaks
+    count); text that never reaches an answer is not counted, however many equations it holds."""
+    cut = min((text.find(m) for m in ANSWER_MARKERS if m in text), default=-1)
+    if cut < 0:
+        return False
+    reasoning = re.sub(r"</?think>", "", text[:cut])
     lines = [line for line in reasoning.splitlines() if line.strip()]
     return reasoning.count("=") >= 2 or len(lines) >= 2
 

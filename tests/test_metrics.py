@@ -16,6 +16,8 @@ from r1zero.metrics import is_step_by_step, reflective_rates, text_stats
     (" <think> 47*86=4042 </think> <answer> 4042 </answer>", False),  # one equation is not a working
     ("First, 47 times 6.\nThen add.\n<answer> 4042 </answer>", True),  # prose: two lines
     (" <think>\n</think>\n<answer> 1=1 2=2 </answer>", False),  # equations after <answer> do not count
+    (" 60*1=80 80*30=140 80+140=220 check: 33*2=10", False),  # no answer reached: rambling, not working
+    ("1+2=3\n3+4=7\nso \\boxed{7}", True),
 ])
 def test_step_by_step(text, expected):
     assert is_step_by_step(text) == expected

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from r1zero.cli import main
 from r1zero.report import SUMMARY_ROWS
 
