@@ -3,13 +3,11 @@
 the main run comes from the format reward, which by itself favours writing a <think> block."""
 
 import dataclasses
-import importlib.util
 from pathlib import Path
+
+from r1zero.config import load_config_file
 
 
 def get_config():
-    spec = importlib.util.spec_from_file_location("default", Path(__file__).with_name("default.py"))
-    default = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(default)
-    config = default.get_config()
+    config = load_config_file(str(Path(__file__).with_name("default.py")))
     return dataclasses.replace(config, task=dataclasses.replace(config.task, rewards=("format",), reward_weights=(1.0,)))

@@ -61,23 +61,32 @@ def _sample(args: argparse.Namespace) -> dict | str:
 HARMLESS = ("steps", "eval_every", "log_completions", "checkpoint.every", "checkpoint.keep", "checkpoint.best_metric")
 
 
-def _train(args: argparse.Namespace) -> str:
+def _overridden(config, args: argparse.Namespace):
+    """The config with the command line's --set, --steps and --seed applied (train and pretrain)."""
     import dataclasses
+
+    from r1zero.config import apply_overrides
+
+    config = apply_overrides(config, args.set)
+    if args.steps is not None:
+        config = dataclasses.replace(config, steps=args.steps)
+    if args.seed is not None:
+        config = dataclasses.replace(config, seed=args.seed)
+    return config
+
+
+def _train(args: argparse.Namespace) -> str:
     import json
     from pathlib import Path
 
-    from r1zero.config import TrainConfig, apply_overrides, from_dict, load_config_file, to_dict
+    from r1zero.config import TrainConfig, from_dict, load_config_file, to_dict
     from r1zero.train import train
 
     saved = Path(args.workdir) / "config.json"
     if args.config is None and not saved.is_file():
         raise ValueError(f"--config is needed: {args.workdir} holds no run to resume (no config.json)")
     config = load_config_file(args.config) if args.config else from_dict(TrainConfig, json.loads(saved.read_text()))
-    config = apply_overrides(config, args.set)
-    if args.steps is not None:
-        config = dataclasses.replace(config, steps=args.steps)
-    if args.seed is not None:
-        config = dataclasses.replace(config, seed=args.seed)
+    config = _overridden(config, args)
     if saved.is_file():  # resuming: only harmless fields may differ from the stored config
         stored = from_dict(TrainConfig, json.loads(saved.read_text()))
         changed = _changed_keys(to_dict(stored), to_dict(config))
@@ -129,17 +138,12 @@ def _get(d: dict, dotted: str):
 
 
 def _pretrain(args: argparse.Namespace) -> str:
-    import dataclasses
     import shlex
 
-    from r1zero.config import apply_overrides, load_config_file
+    from r1zero.config import load_config_file
     from r1zero.pretrain import pretrain
 
-    config = apply_overrides(load_config_file(args.config), args.set)
-    if args.steps is not None:
-        config = dataclasses.replace(config, steps=args.steps)
-    if args.seed is not None:
-        config = dataclasses.replace(config, seed=args.seed)
+    config = _overridden(load_config_file(args.config), args)
     command = "r1zero " + " ".join(shlex.quote(a) for a in args.argv)  # recorded with the base model
     s = pretrain(config, args.workdir, progress=not args.no_progress, command=command)
     return (f"pretrained {s['params']:,} parameters for {s['steps']} steps ({s['tokens']:,} tokens, {s['seconds']:.0f} s): "
