@@ -69,12 +69,12 @@ class Samples:
 # Choosing one token per row (pure).
 
 
-def sample_tokens(logits_BxV, keys_B, temperature: float, top_k: int = 0, top_p: float = 1.0):
+def sample_tokens(logits_BxV, u_B, temperature: float, top_k: int = 0, top_p: float = 1.0):
     """(token_B, logp_B): a token per row and its log-prob under softmax(logits / temperature).
 
     temperature 0 takes the argmax (log-prob at temperature 1). Otherwise top-k and then top-p
-    restrict the candidates, and one uniform draw per row picks a candidate by inverse CDF: cheaper
-    than a Gumbel draw over the whole vocabulary, and exact.
+    restrict the candidates, and the row's uniform draw u in [0, 1) picks a candidate by inverse
+    CDF: one random number per row instead of a Gumbel draw over the whole vocabulary, and exact.
     """
     logits_BxV = logits_BxV.astype(jnp.float32)
     if temperature == 0:
@@ -83,7 +83,7 @@ def sample_tokens(logits_BxV, keys_B, temperature: float, top_k: int = 0, top_p:
     else:
         z_BxV = logits_BxV / temperature
         cand_BxC, index_BxC = _candidates(z_BxV, top_k, top_p)
-        u_B = 1.0 - jax.vmap(jax.random.uniform)(keys_B)  # in (0, 1]: never selects a zero-mass token
+        u_B = 1.0 - u_B  # in (0, 1]: never selects a zero-mass token
         weight_BxC = jnp.exp(cand_BxC - cand_BxC.max(-1, keepdims=True))
         cdf_BxC = jnp.cumsum(weight_BxC, axis=-1)
         pick_B = jnp.sum(cdf_BxC < (u_B * cdf_BxC[:, -1])[:, None], axis=-1)
@@ -163,24 +163,32 @@ def _generate(graphdef, state, prompt_PxL, prompt_mask_PxL, key, byte_table_VxW,
     rows = _row_constraint(mesh)
     prompt_PxL, prompt_mask_PxL = rows(prompt_PxL, 0), rows(prompt_mask_PxL, 0)
 
+    # Slice the stacked layers once, outside the loop (XLA would copy every slice every step).
+    blocks = model.blocks()
     # Prefill the P unique prompts once, then give each of its G rows a copy of the cache.
     cache = KVCache.create(model.config, P, Lp + N, config.cache_dtype)
-    h_PxLxD, cache = model.hidden_states(prompt_PxL, positions_from_mask(prompt_mask_PxL), prompt_mask_PxL, cache)
-    repeat = lambda x, axis: rows(jnp.repeat(x, G, axis=axis), axis)
-    cache = KVCache(k=repeat(cache.k, 1), v=repeat(cache.v, 1), valid=repeat(cache.valid, 0), end=cache.end)
+    h_PxLxD, cache = model.hidden_states(
+        prompt_PxL, positions_from_mask(prompt_mask_PxL), prompt_mask_PxL, cache, blocks, prefill=True
+    )
+    repeat = lambda x, axis=0: rows(jnp.repeat(x, G, axis=axis), axis)
+    cache = cache.map_rows(repeat)
     logits_BxV = repeat(model.logits(h_PxLxD[:, -1]), 0)
     first_position_B = repeat(prompt_mask_PxL.sum(axis=1), 0)
 
-    # One key per row, from (prompt index, sample index): a row's draws do not depend on the batch.
+    # One key per row, from (prompt index, sample index), so a row's draws do not depend on the
+    # batch; every uniform draw a row may need, made before the loop (no RNG inside a step).
     rows = jnp.arange(B)
     row_keys_B = jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(key, r // G), r % G))(rows)
+    if config.temperature == 0:
+        u_NxB = jnp.zeros((N, B), jnp.float32)
+    else:
+        u_NxB = jax.vmap(lambda k: jax.random.uniform(k, (N,)), out_axes=1)(row_keys_B)
     eos_E = jnp.asarray(eos_ids if eos_ids else (-1,), jnp.int32)
     M = max([len(s) for s in stops], default=1) - 1
 
     def body(s):
         i = s["i"]
-        step_keys_B = jax.vmap(lambda k: jax.random.fold_in(k, i))(row_keys_B)
-        token_B, logp_B = sample_tokens(s["logits"], step_keys_B, config.temperature, config.top_k, config.top_p)
+        token_B, logp_B = sample_tokens(s["logits"], u_NxB[i], config.temperature, config.top_k, config.top_p)
         active_B = s["reason"] == RUNNING
         token_B = jnp.where(active_B, token_B, pad_id)
         is_eos_B = active_B & jnp.isin(token_B, eos_E)
@@ -190,7 +198,7 @@ def _generate(graphdef, state, prompt_PxL, prompt_mask_PxL, key, byte_table_VxW,
             hit_B, buf_BxM = _stop_hit(buf_BxM, token_B, byte_table_VxW, byte_length_V, stops)
             reason_B = jnp.where(active_B & hit_B & ~is_eos_B, STOP, reason_B)
         h_Bx1xD, cache = model.hidden_states(
-            token_B[:, None], (first_position_B + i)[:, None], active_B[:, None], s["cache"]
+            token_B[:, None], (first_position_B + i)[:, None], active_B[:, None], s["cache"], blocks
         )
         return dict(
             i=i + 1, cache=cache, logits=model.logits(h_Bx1xD[:, 0]), reason=reason_B, buf=buf_BxM,

@@ -4,6 +4,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +22,7 @@ from r1zero.sampler import _stop_hit, sample, sample_tokens
 from r1zero.tokenizer import Tokenizer
 from tests.conftest import hf_logits
 
+ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["Q: 47*86=? <think>", "Wait, let me verify: 12 + 30 = 42, so", "The"]
 
 
@@ -72,19 +78,51 @@ def test_greedy_matches_transformers_generate(setup):
             assert len(mine) == len(theirs) or mine[-1] in tok.eos_ids
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_sampler_logprobs_equal_trainer_logprobs(setup, temperature):
-    model, tok, _ = setup
+# XLA:CPU's default (YNN) matmul kernels round differently with the number of rows: the trainer's
+# own logits for a row move by up to 1.5e-5 when the rest of its batch changes. These flags select
+# kernels whose result for a row does not depend on the batch shape (decoding ~25% slower).
+BATCH_INVARIANT_CPU = "--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_use_xnnpack=false"
+
+
+def _logprob_gap(model, tok, temperature: float, key: int) -> float:
+    """Largest |sampler log-prob - per_token_logprobs| over the completion tokens of one call."""
     config = SamplingConfig(num_samples=2, temperature=temperature, max_new_tokens=10)
-    s = sample(model, PROMPTS, jax.random.key(1), config, tok)
+    s = sample(model, PROMPTS, jax.random.key(key), config, tok)
     tokens, mask = s.sequences()
     logp, _ = per_token_logprobs(model, jnp.asarray(tokens), jnp.asarray(mask), temperature)
-    Lp = s.prompt_tokens.shape[1]
-    recomputed = np.asarray(logp)[:, Lp:]
+    recomputed = np.asarray(logp)[:, s.prompt_tokens.shape[1]:]
     m = s.completion_mask
-    assert np.abs(recomputed[m] - s.logprobs[m]).max() < 1e-5
     assert np.all(s.logprobs[~m] == 0)
     assert list(s.group_ids) == [0, 0, 1, 1, 2, 2]
+    return float(np.abs(recomputed[m] - s.logprobs[m]).max())
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampler_logprobs_equal_trainer_logprobs(setup, temperature):
+    """Default kernels: the gap is the kernels' batch-shape rounding (measured over 40 keys: up to
+    1.6e-5 at T=0.7, as the trainer against itself); a wrong position, temperature or mask gives 1e-1."""
+    model, tok, _ = setup
+    assert _logprob_gap(model, tok, temperature, key=1) < 3e-5
+
+
+@pytest.mark.slow
+def test_sampler_logprobs_equal_trainer_logprobs_with_batch_invariant_kernels(qwen2_dir):
+    """With batch-invariant CPU kernels the issue's bound holds: under 1e-5 at T=1 and T=0.7."""
+    code = (
+        "import json, sys, jax\n"
+        "from tests.test_sampler import _logprob_gap\n"
+        "from r1zero.models import hf\n"
+        "from r1zero.tokenizer import Tokenizer\n"
+        "model, _ = hf.load_model(sys.argv[1])\n"
+        "tok = Tokenizer(sys.argv[1])\n"
+        "print(json.dumps([_logprob_gap(model, tok, t, key) for t in (1.0, 0.7) for key in (1, 2, 3)]))\n"
+    )
+    env = {**os.environ, "XLA_FLAGS": BATCH_INVARIANT_CPU, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", code, str(qwen2_dir)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    gaps = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert max(gaps) < 1e-5, gaps
 
 
 def test_row_does_not_depend_on_batch_or_padding(setup):
@@ -131,7 +169,7 @@ def test_stop_string_spanning_tokens_and_ending_inside_one(setup):
     # Sampled (a random model's greedy output repeats one token); same key, same tokens until the stop.
     config = SamplingConfig(temperature=1.0, max_new_tokens=48, eos_ids=())
     free = sample(model, PROMPTS[:1], jax.random.key(0), config, tok).completion_tokens[0]
-    pieces = [table[t] for t in free]
+    pieces = [table[t] if t < len(table) else b"" for t in free]  # ids past the tokenizer: no bytes
     text = b"".join(pieces)
     # A stop made of the end of token k-2, all of token k-1, and the first byte of token k (k >= 2).
     for k in range(2, len(pieces)):
@@ -219,8 +257,8 @@ def _expected_probs(logits, temperature, top_k, top_p):
 def test_token_frequencies_match_softmax(temperature, top_k, top_p):
     logits = jnp.asarray([[1.0, 0.5, 2.0, -1.0, 0.0, 1.5, -0.5, 0.8]])
     n = 40_000
-    keys = jax.random.split(jax.random.key(0), n)
-    tokens, logp = jax.jit(jax.vmap(lambda k: sample_tokens(logits, k[None], temperature, top_k, top_p)))(keys)
+    u = jax.random.uniform(jax.random.key(0), (n,))
+    tokens, logp = jax.jit(jax.vmap(lambda u: sample_tokens(logits, u[None], temperature, top_k, top_p)))(u)
     counts = np.bincount(np.asarray(tokens).ravel(), minlength=8)
     expected = _expected_probs(logits[0], temperature, top_k, top_p)
     assert np.all(counts[expected == 0] == 0)

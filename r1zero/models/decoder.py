@@ -28,26 +28,28 @@ _NEG_INF = -1e30  # finite, so a fully masked (padding) query row gives a harmle
 class KVCache:
     """Keys and values of every layer for S slots; all rows write at the same slot `end`.
 
-    k_LxBxKxSxDh / v_LxBxKxSxDh: cached keys/values ([B, K, S, Dh] decodes faster than [B, S, K, Dh]).
+    k: one [B, K, Dh, S] array per layer, v: one [B, K, S, Dh] array per layer: the layouts whose
+    decode-step products XLA:CPU runs fastest (keys stored [B, K, S, Dh] made q.k 2-6x slower). Separate buffers, not one stacked [L, ...] array: a decode step then updates each in place and
+    attends over it directly, where slicing a layer out of a stacked cache copied it every step.
     valid_BxS: which slots hold a real (non-padding) token.
     end: int32 scalar, the next slot to write.
     """
 
-    k: jax.Array
-    v: jax.Array
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
     valid: jax.Array
     end: jax.Array
 
     @classmethod
     def create(cls, config: ModelConfig, batch: int, slots: int, dtype=None) -> "KVCache":
         dtype = jnp.dtype(dtype or config.compute_dtype)
-        shape = (config.num_layers, batch, config.num_kv_heads, slots, config.head_dim)
-        return cls(
-            k=jnp.zeros(shape, dtype),
-            v=jnp.zeros(shape, dtype),
-            valid=jnp.zeros((batch, slots), bool),
-            end=jnp.zeros((), jnp.int32),
-        )
+        K, Dh, L = config.num_kv_heads, config.head_dim, config.num_layers
+        zeros = lambda shape: tuple(jnp.zeros(shape, dtype) for _ in range(L))
+        return cls(k=zeros((batch, K, Dh, slots)), v=zeros((batch, K, slots, Dh)), valid=jnp.zeros((batch, slots), bool), end=jnp.zeros((), jnp.int32))
+
+    def map_rows(self, fn) -> "KVCache":
+        """The same cache with `fn` applied along the row axis of every per-row array."""
+        return KVCache(k=tuple(map(fn, self.k)), v=tuple(map(fn, self.v)), valid=fn(self.valid), end=self.end)
 
 
 def rope_inv_freq(config: ModelConfig) -> np.ndarray:
@@ -110,9 +112,10 @@ class Attention(nnx.Module):
         if c.o_bias:
             self.o_bias = _param(rngs, (D,), ("norm",), dt, "zeros")
 
-    def __call__(self, x_BxTxD, sin, cos, mask_BxTxS, kv, layer, end):
-        """Self-attention; with `kv` (the whole cache's (k, v)), writes this layer's new keys and
-        values at slot `end` and attends over all S slots, else attends over the T new tokens."""
+    def __call__(self, x_BxTxD, sin, cos, mask_BxTxS, kv, end, prefill=False):
+        """Self-attention; with `kv` (this layer's cached (k, v)), writes the new keys and values at
+        slot `end` and attends over all S slots (over the T new tokens only when `prefill`ing an
+        empty cache), else over the T new tokens."""
         c, cdt = self.config, x_BxTxD.dtype
         q_BxTxHxDh = jnp.einsum("btd,dhk->bthk", x_BxTxD, self.q[...].astype(cdt))
         k_BxTxKxDh = jnp.einsum("btd,dhk->bthk", x_BxTxD, self.k[...].astype(cdt))
@@ -122,32 +125,31 @@ class Attention(nnx.Module):
             k_BxTxKxDh = k_BxTxKxDh + self.k_bias[...].astype(cdt)
             v_BxTxKxDh = v_BxTxKxDh + self.v_bias[...].astype(cdt)
         q_BxTxHxDh = apply_rope(q_BxTxHxDh, sin, cos)
-        k_BxKxTxDh = apply_rope(k_BxTxKxDh, sin, cos).transpose(0, 2, 1, 3)
+        k_BxKxDhxT = apply_rope(k_BxTxKxDh, sin, cos).transpose(0, 2, 3, 1)
         v_BxKxTxDh = v_BxTxKxDh.transpose(0, 2, 1, 3)
-        if kv is None:
-            keys_BxKxSxDh, values_BxKxSxDh = k_BxKxTxDh, v_BxKxTxDh
-        else:
-            k_all, v_all = kv
-            at = (layer, 0, 0, end, 0)
-            k_all = jax.lax.dynamic_update_slice(k_all, k_BxKxTxDh[None].astype(k_all.dtype), at)
-            v_all = jax.lax.dynamic_update_slice(v_all, v_BxKxTxDh[None].astype(v_all.dtype), at)
-            keys_BxKxSxDh, values_BxKxSxDh = k_all[layer].astype(cdt), v_all[layer].astype(cdt)
-            kv = (k_all, v_all)
-        out_BxTxHxDh = _attend(q_BxTxHxDh, keys_BxKxSxDh, values_BxKxSxDh, mask_BxTxS)
+        keys_BxKxDhxS, values_BxKxSxDh = k_BxKxDhxT, v_BxKxTxDh
+        if kv is not None:
+            k_BxKxDhxS, v_BxKxSxDh = kv
+            k_BxKxDhxS = jax.lax.dynamic_update_slice(k_BxKxDhxS, k_BxKxDhxT.astype(k_BxKxDhxS.dtype), (0, 0, 0, end))
+            v_BxKxSxDh = jax.lax.dynamic_update_slice(v_BxKxSxDh, v_BxKxTxDh.astype(v_BxKxSxDh.dtype), (0, 0, end, 0))
+            kv = (k_BxKxDhxS, v_BxKxSxDh)
+            if not prefill:
+                keys_BxKxDhxS, values_BxKxSxDh = k_BxKxDhxS.astype(cdt), v_BxKxSxDh.astype(cdt)
+        out_BxTxHxDh = _attend(q_BxTxHxDh, keys_BxKxDhxS, values_BxKxSxDh, mask_BxTxS)
         out_BxTxD = jnp.einsum("bthk,hkd->btd", out_BxTxHxDh, self.o[...].astype(cdt))
         if c.o_bias:
             out_BxTxD = out_BxTxD + self.o_bias[...].astype(cdt)
         return out_BxTxD, kv
 
 
-def _attend(q_BxTxHxDh, k_BxKxSxDh, v_BxKxSxDh, mask_BxTxS):
+def _attend(q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask_BxTxS):
     """Grouped-query attention; scores and softmax in float32. (Head axes stay ahead of T and Dh in
     the einsum outputs: XLA:CPU runs the other orders of these batched dots ~10x slower.)"""
     B, T, H, Dh = q_BxTxHxDh.shape
-    K = k_BxKxSxDh.shape[1]
+    K = k_BxKxDhxS.shape[1]
     q_BxKxGxTxDh = q_BxTxHxDh.reshape(B, T, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
     scores_BxKxGxTxS = jnp.einsum(
-        "bkgtd,bksd->bkgts", q_BxKxGxTxDh, k_BxKxSxDh, preferred_element_type=jnp.float32
+        "bkgtd,bkds->bkgts", q_BxKxGxTxDh, k_BxKxDhxS, preferred_element_type=jnp.float32
     ) / math.sqrt(Dh)
     scores_BxKxGxTxS = jnp.where(mask_BxTxS[:, None, None], scores_BxKxGxTxS, _NEG_INF)
     probs = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(v_BxKxSxDh.dtype)
@@ -179,8 +181,9 @@ class Block(nnx.Module):
         self.mlp_norm = _param(rngs, (config.hidden_size,), ("norm",), dt, "ones")
         self.mlp = MLP(config, rngs)
 
-    def __call__(self, x_BxTxD, sin, cos, mask_BxTxS, kv, layer, end):
-        h, kv = self.attn(rms_norm(x_BxTxD, self.attn_norm[...], self.eps), sin, cos, mask_BxTxS, kv, layer, end)
+    def __call__(self, x_BxTxD, sin, cos, mask_BxTxS, kv, end, prefill=False):
+        x_norm = rms_norm(x_BxTxD, self.attn_norm[...], self.eps)
+        h, kv = self.attn(x_norm, sin, cos, mask_BxTxS, kv, end, prefill)
         x_BxTxD = x_BxTxD + h
         x_BxTxD = x_BxTxD + self.mlp(rms_norm(x_BxTxD, self.mlp_norm[...], self.eps))
         return x_BxTxD, kv
@@ -209,12 +212,15 @@ class Decoder(nnx.Module):
         h_BxTxD, cache = self.hidden_states(tokens_BxT, positions_BxT, mask_BxT, cache)
         return self.logits(h_BxTxD), cache
 
-    def hidden_states(self, tokens_BxT, positions_BxT, mask_BxT, cache: KVCache | None = None):
+    def hidden_states(self, tokens_BxT, positions_BxT, mask_BxT, cache: KVCache | None = None,
+                      blocks: list["Block"] | None = None, prefill: bool = False):
         """Final-norm hidden states [B, T, D] for T new tokens, and the updated cache.
 
         tokens_BxT: int32 ids; positions_BxT: rotary positions; mask_BxT: True for real tokens.
         Without a cache, token t attends to tokens <= t that are real. With a cache, the T tokens are
-        written at slots [end, end + T) and attend to every earlier real slot and to themselves.
+        written at slots [end, end + T) and attend to every earlier real slot and to themselves;
+        `prefill` says the cache is empty (end = 0), so attention covers the T tokens, not all S
+        slots; `blocks` (from `self.blocks()`) saves slicing the stacked layers again.
         """
         c = self.config
         cdt = jnp.dtype(c.compute_dtype)
@@ -223,29 +229,41 @@ class Decoder(nnx.Module):
         angles_BxTxHalf = positions_BxT[..., None].astype(jnp.float32) * jnp.asarray(rope_inv_freq(c))
         sin, cos = jnp.sin(angles_BxTxHalf), jnp.cos(angles_BxTxHalf)
         mask_BxT = mask_BxT.astype(bool)
-        if cache is None:
-            end, valid_BxS, kv = 0, mask_BxT, None
+        if cache is None or prefill:
+            end, valid_BxS = 0, mask_BxT
         else:
-            end, kv = cache.end, (cache.k, cache.v)
+            end = cache.end
             valid_BxS = jax.lax.dynamic_update_slice(cache.valid, mask_BxT, (0, end))
         query_slot_T = end + jnp.arange(T)
         causal_TxS = jnp.arange(valid_BxS.shape[1])[None, :] <= query_slot_T[:, None]
         attn_mask_BxTxS = causal_TxS[None] & valid_BxS[:, None, :]
 
+        if cache is None:  # training and scoring: the stacked layers under scan
+            graphdef, layer_state = nnx.split(self.layers)
+
+            def body(x, state):
+                return nnx.merge(graphdef, state)(x, sin, cos, attn_mask_BxTxS, None, end)[0], None
+
+            if c.remat:
+                body = jax.checkpoint(body)
+            x_BxTxD, _ = jax.lax.scan(body, x_BxTxD, layer_state)
+        else:  # decoding: the same blocks unrolled, one cache buffer each (see KVCache)
+            k, v = list(cache.k), list(cache.v)
+            for layer, block in enumerate(blocks or self.blocks()):
+                x_BxTxD, (k[layer], v[layer]) = block(
+                    x_BxTxD, sin, cos, attn_mask_BxTxS, (k[layer], v[layer]), end, prefill
+                )
+            if prefill:
+                valid_BxS = jax.lax.dynamic_update_slice(cache.valid, mask_BxT, (0, 0))
+            cache = KVCache(k=tuple(k), v=tuple(v), valid=valid_BxS, end=cache.end + T)
+        return rms_norm(x_BxTxD, self.final_norm[...], c.rms_norm_eps), cache
+
+    def blocks(self) -> list[Block]:
+        """The stacked layers as L separate blocks (slices of the stacked parameters). Inside a jitted
+        decode loop, slice them once before the loop and pass the list (see `sampler`), so that no
+        step copies a layer's weights out of the stack."""
         graphdef, layer_state = nnx.split(self.layers)
-
-        def body(carry, xs):
-            x, kv = carry
-            state, layer = xs
-            return nnx.merge(graphdef, state)(x, sin, cos, attn_mask_BxTxS, kv, layer, end), None
-
-        if c.remat:
-            body = jax.checkpoint(body)
-        (x_BxTxD, kv), _ = jax.lax.scan(body, (x_BxTxD, kv), (layer_state, jnp.arange(c.num_layers)))
-        x_BxTxD = rms_norm(x_BxTxD, self.final_norm[...], c.rms_norm_eps)
-        if cache is not None:
-            cache = KVCache(k=kv[0], v=kv[1], valid=valid_BxS, end=cache.end + T)
-        return x_BxTxD, cache
+        return [nnx.merge(graphdef, jax.tree.map(lambda x: x[i], layer_state)) for i in range(self.config.num_layers)]
 
     def logits(self, h_xD: jax.Array) -> jax.Array:
         """float32 logits [..., V] of hidden states [..., D]."""

@@ -29,17 +29,25 @@ def full_logits(model, tokens, mask):
     return np.asarray(logits, np.float64)
 
 
-def test_kv_cache_decode_matches_full_forward(model):
-    """Prefill a left-padded prompt, then decode one token at a time: same logits as one pass."""
+@pytest.mark.parametrize("prefill", [False, True])
+def test_kv_cache_decode_matches_full_forward(model, prefill):
+    """Prefill a left-padded prompt (through the general cache path, or the `prefill` path that
+    attends among the prompt tokens only), then decode one token at a time: same logits as one pass."""
     tokens = jax.random.randint(jax.random.key(1), (3, 14), 0, CONFIG.vocab_size)
     mask = jnp.ones((3, 14), bool).at[1, :4].set(False).at[2, :1].set(False)  # left padding
     expected = full_logits(model, tokens, mask)
     positions = positions_from_mask(mask)
 
     step = nnx.jit(lambda m, t, p, k, c: m(t, p, k, c), donate_argnums=4)
+
+    @nnx.jit
+    def first(m, t, p, k, c):
+        h, c = m.hidden_states(t, p, k, c, prefill=prefill)
+        return m.logits(h), c
+
     cache = KVCache.create(CONFIG, batch=3, slots=16)
     got = []
-    logits, cache = step(model, tokens[:, :6], positions[:, :6], mask[:, :6], cache)  # prefill 6
+    logits, cache = first(model, tokens[:, :6], positions[:, :6], mask[:, :6], cache)  # prefill 6
     got.append(logits)
     for t in range(6, 14):
         logits, cache = step(model, tokens[:, t:t + 1], positions[:, t:t + 1], mask[:, t:t + 1], cache)
