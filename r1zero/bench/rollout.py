@@ -2,10 +2,13 @@
 
     python -m r1zero.bench.rollout                          # tiny Qwen2-shaped model, CPU
     python -m r1zero.bench.rollout --size 0.5b --batch 16 64 256 --prompt-len 128 --new-tokens 256
+    python -m r1zero.bench.rollout --batch 64 --group 8      # GRPO-shaped: 8 prompts x 8 samples
 
 Both decode the same random Qwen2-architecture weights (r1zero creates them, exports a HF
 directory, transformers loads it), the same prompts, exactly `--new-tokens` tokens per row (no EOS),
-temperature 1 sampling over the full vocabulary. Prints a table and JSON lines (appended to
+temperature 1 sampling over the full vocabulary. With `--group G` each batch is B/G prompts with G
+samples each, as a GRPO rollout: r1zero prefills each prompt once, transformers' `generate` takes
+`num_return_sequences=G`. Prints a table and JSON lines (appended to
 $OUT/rollout.jsonl when OUT is set). Needs only jax, flax, transformers and torch (no grain/tfds),
 so it runs from a source tree with PYTHONPATH=. on a GPU machine.
 """
@@ -81,7 +84,7 @@ def memory(model, prompts, config: SamplingConfig) -> dict:
     }
 
 
-def time_transformers(model_dir, prompts, new_tokens: int, dtype: str, repeats: int) -> float:
+def time_transformers(model_dir, prompts, new_tokens: int, dtype: str, repeats: int, group: int) -> float:
     import torch
     import transformers
 
@@ -89,7 +92,7 @@ def time_transformers(model_dir, prompts, new_tokens: int, dtype: str, repeats: 
     model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device).eval()
     ids = torch.tensor(np.asarray(prompts), device=device)
     kw = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, pad_token_id=0, eos_token_id=None,
-              attention_mask=torch.ones_like(ids))
+              attention_mask=torch.ones_like(ids), num_return_sequences=group)
     best = float("inf")
     with torch.no_grad():
         model.generate(ids, max_new_tokens=4, min_new_tokens=4, **kw)  # warm-up
@@ -101,7 +104,7 @@ def time_transformers(model_dir, prompts, new_tokens: int, dtype: str, repeats: 
             if device == "cuda":
                 torch.cuda.synchronize()
             best = min(best, time.perf_counter() - t0)
-    assert out.shape[1] - ids.shape[1] == new_tokens
+    assert out.shape == (len(prompts) * group, ids.shape[1] + new_tokens)
     return best
 
 
@@ -111,6 +114,7 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, nargs="+", default=[16, 64])
     p.add_argument("--prompt-len", type=int, default=64)
     p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--group", type=int, default=1, help="samples per prompt (each batch is B/G prompts)")
     p.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 (accelerator default)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--no-transformers", action="store_true")
@@ -127,20 +131,24 @@ def main(argv=None) -> None:
         if not args.no_transformers:
             hf.save_model(model, tmp)
         for B in args.batch:
-            prompts = np.random.default_rng(B).integers(0, config.vocab_size, (B, args.prompt_len)).tolist()
+            if B % args.group:
+                raise SystemExit(f"batch {B} is not a multiple of --group {args.group}")
+            P = B // args.group
+            prompts = np.random.default_rng(B).integers(0, config.vocab_size, (P, args.prompt_len)).tolist()
             scfg = SamplingConfig(max_prompt_len=args.prompt_len, min_prompt_bucket=args.prompt_len,
-                                  max_new_tokens=args.new_tokens, temperature=1.0, eos_ids=())
+                                  max_new_tokens=args.new_tokens, temperature=1.0, eos_ids=(),
+                                  num_samples=args.group)
             ours_s, extra = time_r1zero(model, prompts, scfg, args.repeats)
-            row = {"kind": "rollout", "size": args.size, "batch": B, "prompt_len": args.prompt_len,
+            row = {"kind": "rollout", "size": args.size, "batch": B, "group": args.group, "prompt_len": args.prompt_len,
                    "new_tokens": args.new_tokens, "r1zero_tok_s": round(B * args.new_tokens / ours_s, 1), **extra}
             if not args.no_transformers:
-                hf_s = time_transformers(tmp, prompts, args.new_tokens, dtype, args.repeats)
+                hf_s = time_transformers(tmp, prompts, args.new_tokens, dtype, args.repeats, args.group)
                 row["transformers_tok_s"] = round(B * args.new_tokens / hf_s, 1)
                 row["ratio"] = round(hf_s / ours_s, 2)
             emit(row)
             rows.append(row)
     print(f"\nrollout throughput, {args.size} ({dtype}) on {device}, prompt {args.prompt_len}, "
-          f"{args.new_tokens} new tokens")
+          f"{args.new_tokens} new tokens, {args.group} sample(s) per prompt")
     print(f"{'batch':>6} {'r1zero tok/s':>13} {'transformers':>13} {'ratio':>6} {'temp MiB':>9} {'KV MiB':>7}")
     for r in rows:
         print(f"{r['batch']:>6} {r['r1zero_tok_s']:>13,.0f} {r.get('transformers_tok_s', float('nan')):>13,.0f} "

@@ -1,0 +1,25 @@
+"""The rollout benchmark runs end to end on a small shape (its numbers are read by hand, not here):
+both implementations decode every requested token, and the GRPO-shaped mode samples B/G prompts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from r1zero.bench import rollout
+
+
+@pytest.mark.slow
+def test_rollout_benchmark_runs_side_by_side(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OUT", str(tmp_path))
+    rollout.main(["--batch", "4", "--group", "2", "--prompt-len", "8", "--new-tokens", "4", "--repeats", "1"])
+    rows = [json.loads(line) for line in (tmp_path / "rollout.jsonl").read_text().splitlines()]
+    setup, row = rows
+    assert setup["kind"] == "setup" and setup["dtype"] == "float32"
+    assert row["batch"] == 4 and row["group"] == 2
+    assert row["r1zero_tok_s"] > 0 and row["transformers_tok_s"] > 0
+    assert row["ratio"] == pytest.approx(row["r1zero_tok_s"] / row["transformers_tok_s"], rel=0.02)
+    # KV cache: 2 (k, v) x 4 layers x 4 rows x 2 KV heads x (8 + 4) slots x 32 wide x 4 bytes.
+    assert row["kv_cache_mib"] == round(2 * 4 * 4 * 2 * 12 * 32 * 4 / 2**20, 1)
+    assert "rollout throughput" in capsys.readouterr().out
