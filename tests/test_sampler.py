@@ -18,7 +18,7 @@ from scipy import stats
 
 from r1zero.config import SamplingConfig
 from r1zero.models import hf, per_token_logprobs, positions_from_mask
-from r1zero.sampler import _stop_hit, sample, sample_tokens
+from r1zero.sampler import _inverse_cdf, _stop_hit, sample, sample_tokens
 from r1zero.tokenizer import Tokenizer
 from tests.conftest import hf_logits
 
@@ -268,6 +268,24 @@ def test_token_frequencies_match_softmax(temperature, top_k, top_p):
     # Log-probs are always the full (untruncated) softmax at this temperature.
     full = np.log(_expected_probs(logits[0], temperature, 0, 1.0))
     np.testing.assert_allclose(np.asarray(logp).ravel(), full[np.asarray(tokens).ravel()], atol=1e-5)
+
+
+def test_inverse_cdf_in_blocks_equals_a_float64_search():
+    """The two-level inverse CDF (blocks of 32 over 1,000 entries, the last block padded) picks the
+    same entry as searchsorted on a float64 cumulative softmax, for draws between every pair of
+    consecutive cumulative masses and at the ends."""
+    z = np.random.default_rng(0).normal(size=(1, 1000))
+    p = np.exp(z[0] - z.max())
+    cdf = np.cumsum(p) / p.sum()
+    q = np.concatenate([(cdf[:-1] + cdf[1:]) / 2, [cdf[0] / 2, cdf[-1]]])
+    keep = np.diff(np.concatenate([[0.0], cdf]))[np.searchsorted(cdf, q)] > 1e-6  # not at a rounding tie
+    q = q[keep]
+    expected = np.searchsorted(cdf, q)  # first index whose cumulative mass reaches q
+    got = jax.jit(jax.vmap(lambda qq: _inverse_cdf(jnp.asarray(z, jnp.float32), qq[None])[0]))(jnp.asarray(q, jnp.float32))
+    assert len(q) > 990
+    agree = np.asarray(got) == expected
+    assert agree.mean() > 0.99, np.flatnonzero(~agree)[:10]  # float32 vs float64 cumulative sums
+    assert np.all(np.abs(np.asarray(got) - expected) <= 1)
 
 
 def test_first_token_frequencies_of_the_sampler_match_the_model(setup):
