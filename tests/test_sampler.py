@@ -288,6 +288,35 @@ def test_inverse_cdf_in_blocks_equals_a_float64_search():
     assert np.all(np.abs(np.asarray(got) - expected) <= 1)
 
 
+def test_memory_grows_with_the_kv_cache_not_with_the_vocabulary():
+    """Compiled temporary memory per extra decode slot and row: the KV cache's bytes (sized from the
+    config) plus a few per-token outputs, nowhere near one vocabulary-sized float (no [B, N, V] array)."""
+    from flax import nnx
+
+    from r1zero import sampler
+    from r1zero.config import MeshConfig, ModelConfig
+    from r1zero.models import create_model
+    from r1zero.sharding import make_mesh
+
+    c = ModelConfig(vocab_size=8192, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                    num_kv_heads=2, head_dim=8)
+    graphdef, state = nnx.split(create_model(c, make_mesh(MeshConfig()), seed=0))
+    P, G, Lp = 4, 4, 16
+
+    def temp_bytes(N):
+        config = SamplingConfig(num_samples=G, max_new_tokens=N, max_prompt_len=Lp, min_prompt_bucket=Lp, eos_ids=())
+        args = (np.zeros((P, Lp), np.int32), np.ones((P, Lp), bool), jax.random.key(0),
+                np.zeros((1, 1), np.int16), np.zeros((1,), np.int32))
+        compiled = sampler._generate.lower(graphdef, state, *args, config=config, eos_ids=(), stops=(),
+                                           pad_id=0).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    per_slot_row = (temp_bytes(256) - temp_bytes(64)) / (P * G * 192)
+    kv = 2 * c.num_layers * c.num_kv_heads * c.head_dim * 4  # k and v, float32
+    assert kv <= per_slot_row < kv + 64, per_slot_row  # outputs: token, log-prob, mask, draw
+    assert per_slot_row < c.vocab_size * 4 / 16
+
+
 def test_first_token_frequencies_of_the_sampler_match_the_model(setup):
     """End to end: 2,000 rows of one prompt; first-token counts against the model's own softmax."""
     model, tok, _ = setup
