@@ -288,9 +288,11 @@ def test_inverse_cdf_in_blocks_equals_a_float64_search():
     assert np.all(np.abs(np.asarray(got) - expected) <= 1)
 
 
-def test_memory_grows_with_the_kv_cache_not_with_the_vocabulary():
+@pytest.mark.parametrize("cache_dtype, itemsize", [(None, 4), ("bfloat16", 2)])
+def test_memory_grows_with_the_kv_cache_not_with_the_vocabulary(cache_dtype, itemsize):
     """Compiled temporary memory per extra decode slot and row: the KV cache's bytes (sized from the
-    config) plus a few per-token outputs, nowhere near one vocabulary-sized float (no [B, N, V] array)."""
+    config, in its dtype) plus a few per-token outputs, nowhere near one vocabulary-sized float (no
+    [B, N, V] array)."""
     from flax import nnx
 
     from r1zero import sampler
@@ -304,7 +306,8 @@ def test_memory_grows_with_the_kv_cache_not_with_the_vocabulary():
     P, G, Lp = 4, 4, 16
 
     def temp_bytes(N):
-        config = SamplingConfig(num_samples=G, max_new_tokens=N, max_prompt_len=Lp, min_prompt_bucket=Lp, eos_ids=())
+        config = SamplingConfig(num_samples=G, max_new_tokens=N, max_prompt_len=Lp, min_prompt_bucket=Lp, eos_ids=(),
+                                cache_dtype=cache_dtype)
         args = (np.zeros((P, Lp), np.int32), np.ones((P, Lp), bool), jax.random.key(0),
                 np.zeros((1, 1), np.int16), np.zeros((1,), np.int32))
         compiled = sampler._generate.lower(graphdef, state, *args, config=config, eos_ids=(), stops=(),
@@ -312,9 +315,24 @@ def test_memory_grows_with_the_kv_cache_not_with_the_vocabulary():
         return compiled.memory_analysis().temp_size_in_bytes
 
     per_slot_row = (temp_bytes(256) - temp_bytes(64)) / (P * G * 192)
-    kv = 2 * c.num_layers * c.num_kv_heads * c.head_dim * 4  # k and v, float32
-    assert kv <= per_slot_row < kv + 64, per_slot_row  # outputs: token, log-prob, mask, draw
+    kv = 2 * c.num_layers * c.num_kv_heads * c.head_dim * itemsize  # k and v
+    # Outputs (token, log-prob, mask, draw) take a few bytes; a bfloat16 cache under a float32 model
+    # is also read through a float32 copy of one layer's keys and values at a time.
+    upcast = 0 if itemsize == 4 else 2 * c.num_kv_heads * c.head_dim * 4
+    assert kv <= per_slot_row < kv + upcast + 64, per_slot_row
     assert per_slot_row < c.vocab_size * 4 / 16
+
+
+def test_bfloat16_cache_stays_close_to_the_trainer(setup):
+    """A bfloat16 KV cache under a float32 model: log-probs move by bf16 rounding of keys and values
+    (measured 0.02-0.04), so they are no longer the trainer's to 3e-5, but stay within 0.1."""
+    model, tok, _ = setup
+    config = SamplingConfig(num_samples=2, temperature=1.0, max_new_tokens=10, cache_dtype="bfloat16")
+    s = sample(model, PROMPTS, jax.random.key(1), config, tok)
+    tokens, mask = s.sequences()
+    logp, _ = per_token_logprobs(model, jnp.asarray(tokens), jnp.asarray(mask), 1.0)
+    gap = np.abs(np.asarray(logp)[:, s.prompt_tokens.shape[1]:] - s.logprobs)[s.completion_mask].max()
+    assert 1e-4 < gap < 0.1
 
 
 def test_first_token_frequencies_of_the_sampler_match_the_model(setup):
