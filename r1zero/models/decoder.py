@@ -29,7 +29,8 @@ class KVCache:
     """Keys and values of every layer for S slots; all rows write at the same slot `end`.
 
     k: one [B, K, Dh, S] array per layer, v: one [B, K, S, Dh] array per layer: the layouts whose
-    decode-step products XLA:CPU runs fastest (keys stored [B, K, S, Dh] made q.k 2-6x slower). Separate buffers, not one stacked [L, ...] array: a decode step then updates each in place and
+    decode-step products XLA:CPU runs fastest (keys stored [B, K, S, Dh] made q.k 2-6x slower).
+    Separate buffers, not one stacked [L, ...] array: a decode step then updates each in place and
     attends over it directly, where slicing a layer out of a stacked cache copied it every step.
     valid_BxS: which slots hold a real (non-padding) token.
     end: int32 scalar, the next slot to write.
@@ -45,7 +46,8 @@ class KVCache:
         dtype = jnp.dtype(dtype or config.compute_dtype)
         K, Dh, L = config.num_kv_heads, config.head_dim, config.num_layers
         zeros = lambda shape: tuple(jnp.zeros(shape, dtype) for _ in range(L))
-        return cls(k=zeros((batch, K, Dh, slots)), v=zeros((batch, K, slots, Dh)), valid=jnp.zeros((batch, slots), bool), end=jnp.zeros((), jnp.int32))
+        return cls(k=zeros((batch, K, Dh, slots)), v=zeros((batch, K, slots, Dh)),
+                   valid=jnp.zeros((batch, slots), bool), end=jnp.zeros((), jnp.int32))
 
     def map_rows(self, fn) -> "KVCache":
         """The same cache with `fn` applied along the row axis of every per-row array."""
@@ -130,8 +132,9 @@ class Attention(nnx.Module):
         keys_BxKxDhxS, values_BxKxSxDh = k_BxKxDhxT, v_BxKxTxDh
         if kv is not None:
             k_BxKxDhxS, v_BxKxSxDh = kv
-            k_BxKxDhxS = jax.lax.dynamic_update_slice(k_BxKxDhxS, k_BxKxDhxT.astype(k_BxKxDhxS.dtype), (0, 0, 0, end))
-            v_BxKxSxDh = jax.lax.dynamic_update_slice(v_BxKxSxDh, v_BxKxTxDh.astype(v_BxKxSxDh.dtype), (0, 0, end, 0))
+            write = lambda cache, new, at: jax.lax.dynamic_update_slice(cache, new.astype(cache.dtype), at)
+            k_BxKxDhxS = write(k_BxKxDhxS, k_BxKxDhxT, (0, 0, 0, end))
+            v_BxKxSxDh = write(v_BxKxSxDh, v_BxKxTxDh, (0, 0, end, 0))
             kv = (k_BxKxDhxS, v_BxKxSxDh)
             if not prefill:
                 keys_BxKxDhxS, values_BxKxSxDh = k_BxKxDhxS.astype(cdt), v_BxKxSxDh.astype(cdt)
