@@ -198,8 +198,7 @@ def _generate(graphdef, state, prompt_PxL, prompt_mask_PxL, key, byte_table_VxW,
 
     # One key per row, from (prompt index, sample index), so a row's draws do not depend on the
     # batch; every uniform draw a row may need, made before the loop (no RNG inside a step).
-    rows = jnp.arange(B)
-    row_keys_B = jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(key, r // G), r % G))(rows)
+    row_keys_B = jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(key, r // G), r % G))(jnp.arange(B))
     if config.temperature == 0:
         u_NxB = jnp.zeros((N, B), jnp.float32)
     else:

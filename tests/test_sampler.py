@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from r1zero.config import SamplingConfig
+from r1zero.config import ModelConfig, SamplingConfig
 from r1zero.models import hf, per_token_logprobs, positions_from_mask
 from r1zero.sampler import _inverse_cdf, _stop_hit, sample, sample_tokens
 from r1zero.tokenizer import Tokenizer
@@ -288,39 +288,58 @@ def test_inverse_cdf_in_blocks_equals_a_float64_search():
     assert np.all(np.abs(np.asarray(got) - expected) <= 1)
 
 
-@pytest.mark.parametrize("cache_dtype, itemsize", [(None, 4), ("bfloat16", 2)])
-def test_memory_grows_with_the_kv_cache_not_with_the_vocabulary(cache_dtype, itemsize):
-    """Compiled temporary memory per extra decode slot and row: the KV cache's bytes (sized from the
-    config, in its dtype) plus a few per-token outputs, nowhere near one vocabulary-sized float (no
-    [B, N, V] array)."""
+MEMORY_MODEL = ModelConfig(vocab_size=8192, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                           num_kv_heads=2, head_dim=8)
+
+
+@pytest.fixture(scope="module")
+def memory_model():
     from flax import nnx
 
-    from r1zero import sampler
-    from r1zero.config import MeshConfig, ModelConfig
+    from r1zero.config import MeshConfig
     from r1zero.models import create_model
     from r1zero.sharding import make_mesh
 
-    c = ModelConfig(vocab_size=8192, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
-                    num_kv_heads=2, head_dim=8)
-    graphdef, state = nnx.split(create_model(c, make_mesh(MeshConfig()), seed=0))
-    P, G, Lp = 4, 4, 16
+    return nnx.split(create_model(MEMORY_MODEL, make_mesh(MeshConfig()), seed=0))
 
-    def temp_bytes(N):
-        config = SamplingConfig(num_samples=G, max_new_tokens=N, max_prompt_len=Lp, min_prompt_bucket=Lp, eos_ids=(),
-                                cache_dtype=cache_dtype)
-        args = (np.zeros((P, Lp), np.int32), np.ones((P, Lp), bool), jax.random.key(0),
-                np.zeros((1, 1), np.int16), np.zeros((1,), np.int32))
-        compiled = sampler._generate.lower(graphdef, state, *args, config=config, eos_ids=(), stops=(),
-                                           pad_id=0).compile()
-        return compiled.memory_analysis().temp_size_in_bytes
 
-    per_slot_row = (temp_bytes(256) - temp_bytes(64)) / (P * G * 192)
+def _temp_bytes(memory_model, P, G, Lp, N, cache_dtype=None) -> int:
+    """Compiled temporary memory of the sampler's program for P prompts x G samples."""
+    from r1zero import sampler
+
+    graphdef, state = memory_model
+    config = SamplingConfig(num_samples=G, max_new_tokens=N, max_prompt_len=Lp, min_prompt_bucket=Lp, eos_ids=(),
+                            cache_dtype=cache_dtype)
+    args = (np.zeros((P, Lp), np.int32), np.ones((P, Lp), bool), jax.random.key(0),
+            np.zeros((1, 1), np.int16), np.zeros((1,), np.int32))
+    compiled = sampler._generate.lower(graphdef, state, *args, config=config, eos_ids=(), stops=(), pad_id=0).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+@pytest.mark.parametrize("cache_dtype, itemsize", [(None, 4), ("bfloat16", 2)])
+def test_memory_grows_with_the_kv_cache_not_with_the_vocabulary(memory_model, cache_dtype, itemsize):
+    """Compiled temporary memory per extra decode slot and row: the KV cache's bytes (sized from the
+    config, in its dtype) plus a few per-token outputs, nowhere near one vocabulary-sized float (no
+    [B, N, V] array)."""
+    c, P, G, Lp = MEMORY_MODEL, 4, 4, 16
+    grown = _temp_bytes(memory_model, P, G, Lp, 256, cache_dtype) - _temp_bytes(memory_model, P, G, Lp, 64, cache_dtype)
+    per_slot_row = grown / (P * G * 192)
     kv = 2 * c.num_layers * c.num_kv_heads * c.head_dim * itemsize  # k and v
     # Outputs (token, log-prob, mask, draw) take a few bytes; a bfloat16 cache under a float32 model
     # is also read through a float32 copy of one layer's keys and values at a time.
     upcast = 0 if itemsize == 4 else 2 * c.num_kv_heads * c.head_dim * 4
     assert kv <= per_slot_row < kv + upcast + 64, per_slot_row
     assert per_slot_row < c.vocab_size * 4 / 16
+
+
+def test_prefill_attends_over_the_prompt_not_the_whole_cache(memory_model):
+    """16 prompts of 64 tokens, room for 960 more: prefill scores over all 1,024 slots would take
+    16 MiB (4x the KV cache); over the 64 prompt slots they take 1 MiB."""
+    c, P, Lp, N = MEMORY_MODEL, 16, 64, 960
+    kv = 2 * c.num_layers * P * c.num_kv_heads * (Lp + N) * c.head_dim * 4
+    all_slots_scores = P * c.num_heads * Lp * (Lp + N) * 4
+    assert all_slots_scores == 4 * kv
+    assert _temp_bytes(memory_model, P, 1, Lp, N) < 2.5 * kv
 
 
 def test_bfloat16_cache_stays_close_to_the_trainer(setup):
