@@ -66,7 +66,8 @@ def time_r1zero(model, prompts, config: SamplingConfig, repeats: int) -> tuple[f
 
 
 def memory(model, prompts, config: SamplingConfig) -> dict:
-    """The compiled program's own estimate, and the KV cache size the config implies."""
+    """The compiled program's own estimate, the KV cache size the config implies, and the size of
+    the per-layer weights the sampler slices out of the stacked layers once per call (a copy)."""
     graphdef, state = nnx.split(model)
     P, Lp = len(prompts), sampler.prompt_bucket(len(prompts[0]), config)
     args = (np.zeros((P, Lp), np.int32), np.ones((P, Lp), bool), jax.random.key(0),
@@ -77,8 +78,10 @@ def memory(model, prompts, config: SamplingConfig) -> dict:
     c = model.config
     B, S = P * config.num_samples, Lp + config.max_new_tokens
     kv = 2 * c.num_layers * B * c.num_kv_heads * S * c.head_dim * np.dtype(config.cache_dtype or c.compute_dtype).itemsize
+    layers = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(nnx.state(model.layers)))
     return {
         "temp_mib": round(ma.temp_size_in_bytes / 2**20, 1),
+        "layer_weights_mib": round(layers / 2**20, 1),
         "kv_cache_mib": round(kv / 2**20, 1),
         "B_N_V_f32_mib": round(B * config.max_new_tokens * c.vocab_size * 4 / 2**20, 1),
     }
@@ -149,10 +152,10 @@ def main(argv=None) -> None:
             rows.append(row)
     print(f"\nrollout throughput, {args.size} ({dtype}) on {device}, prompt {args.prompt_len}, "
           f"{args.new_tokens} new tokens, {args.group} sample(s) per prompt")
-    print(f"{'batch':>6} {'r1zero tok/s':>13} {'transformers':>13} {'ratio':>6} {'temp MiB':>9} {'KV MiB':>7}")
+    print(f"{'batch':>6} {'r1zero tok/s':>13} {'transformers':>13} {'ratio':>6} {'temp MiB':>9} {'KV MiB':>7} {'layers MiB':>11}")
     for r in rows:
         print(f"{r['batch']:>6} {r['r1zero_tok_s']:>13,.0f} {r.get('transformers_tok_s', float('nan')):>13,.0f} "
-              f"{r.get('ratio', float('nan')):>6.2f} {r['temp_mib']:>9} {r['kv_cache_mib']:>7}")
+              f"{r.get('ratio', float('nan')):>6.2f} {r['temp_mib']:>9} {r['kv_cache_mib']:>7} {r['layer_weights_mib']:>11}")
 
 
 if __name__ == "__main__":

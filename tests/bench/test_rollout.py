@@ -22,4 +22,9 @@ def test_rollout_benchmark_runs_side_by_side(tmp_path, monkeypatch, capsys):
     assert row["ratio"] == pytest.approx(row["r1zero_tok_s"] / row["transformers_tok_s"], rel=0.02)
     # KV cache: 2 (k, v) x 4 layers x 4 rows x 2 KV heads x (8 + 4) slots x 32 wide x 4 bytes.
     assert row["kv_cache_mib"] == round(2 * 4 * 4 * 2 * 12 * 32 * 4 / 2**20, 1)
+    # Layer weights, sliced once per call: 4 x (2 norms 256 + q 256x256 + k, v 256x64 + o 256x256
+    # + biases 256 + 64 + 64 + MLP 3 x 256x768) x 4 bytes; the compiled temp memory holds that copy
+    # and the cache.
+    assert row["layer_weights_mib"] == round(4 * (2 * 256 + 2 * 256 * 256 + 2 * 256 * 64 + 384 + 3 * 256 * 768) * 4 / 2**20, 1)
+    assert row["temp_mib"] > row["layer_weights_mib"] + row["kv_cache_mib"]
     assert "rollout throughput" in capsys.readouterr().out
