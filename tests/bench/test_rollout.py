@@ -1,5 +1,5 @@
 """The rollout benchmark runs end to end on a small shape (its numbers are read by hand, not here):
-both implementations decode every requested token, and the GRPO-shaped mode samples B/G prompts."""
+all implementations decode every requested token, and the GRPO-shaped mode samples B/G prompts."""
 
 from __future__ import annotations
 
@@ -27,4 +27,6 @@ def test_rollout_benchmark_runs_side_by_side(tmp_path, monkeypatch, capsys):
     # and the cache.
     assert row["layer_weights_mib"] == round(4 * (2 * 256 + 2 * 256 * 256 + 2 * 256 * 64 + 384 + 3 * 256 * 768) * 4 / 2**20, 1)
     assert row["temp_mib"] > row["layer_weights_mib"] + row["kv_cache_mib"]
+    # Decode steps side by side with the plain JAX loop (timings only: read by hand).
+    assert row["plain_jax_decode_ms_step"] > 0 and {"r1zero_decode_ms_step", "decode_vs_plain"} <= row.keys()
     assert "rollout throughput" in capsys.readouterr().out
