@@ -8,11 +8,11 @@ Both decode the same random Qwen2-architecture weights (r1zero creates them, exp
 directory, transformers loads it), the same prompts, exactly `--new-tokens` tokens per row (no EOS),
 temperature 1 sampling over the full vocabulary. Decode steps alone are also put side by side with
 a plain JAX loop over the same weights (`plain_decode`, the floor the sampler must clear; r1zero's
-step time is (time for N new tokens - time for 1) / (N - 1)). With `--group G` each batch is B/G prompts with G
-samples each, as a GRPO rollout: r1zero prefills each prompt once, transformers' `generate` takes
-`num_return_sequences=G`. Prints a table and JSON lines (appended to
-$OUT/rollout.jsonl when OUT is set). Needs only jax, flax, transformers and torch (no grain/tfds),
-so it runs from a source tree with PYTHONPATH=. on a GPU machine.
+step time is (time for N new tokens - time for 1) / (N - 1)). With `--group G` each batch is B/G
+prompts with G samples each, as a GRPO rollout: r1zero prefills each prompt once, transformers'
+`generate` takes `num_return_sequences=G`. Prints a table and JSON lines (appended to
+$OUT/rollout.jsonl when OUT is set). Needs only jax, flax (and its optax), transformers and torch
+(no grain/tfds, no orbax), so it runs from a source tree with PYTHONPATH=. on a GPU machine.
 """
 
 from __future__ import annotations
@@ -54,10 +54,10 @@ def emit(row: dict) -> None:
             f.write(json.dumps(row) + "\n")
 
 
-def time_r1zero(model, prompts, config: SamplingConfig, repeats: int, memory_report: bool = True) -> tuple[float, dict]:
-    key = jax.random.key(0)
+def time_r1zero(model, prompts, config: SamplingConfig, repeats: int) -> tuple[float, float]:
+    """(best seconds over `repeats` calls, seconds of the first call, which compiles)."""
     t0 = time.perf_counter()
-    out = sampler.sample(model, prompts, key, config, None)  # compiles
+    out = sampler.sample(model, prompts, jax.random.key(0), config, None)
     compile_s = time.perf_counter() - t0
     assert out.completion_mask.all(), "every row must generate exactly new_tokens"
     best = float("inf")
@@ -65,27 +65,32 @@ def time_r1zero(model, prompts, config: SamplingConfig, repeats: int, memory_rep
         t0 = time.perf_counter()
         sampler.sample(model, prompts, jax.random.key(i + 1), config, None)
         best = min(best, time.perf_counter() - t0)
-    return best, {"compile_s": round(compile_s, 2), **(memory(model, prompts, config) if memory_report else {})}
+    return best, compile_s
 
 
-def decode_step_times(model, prompts, config: SamplingConfig, full_s: float, repeats: int) -> dict:
-    """Seconds per decode step of r1zero (from a 1-token run beside the full one) and of the plain
-    JAX loop, decoding the same number of rows from a cache filled up to the prompt bucket."""
-    one_s, _ = time_r1zero(model, prompts, dataclasses.replace(config, max_new_tokens=1), repeats, memory_report=False)
-    B, N = len(prompts) * config.num_samples, config.max_new_tokens
-    Lp = sampler.prompt_bucket(len(prompts[0]), config)
-    decode = plain_decode.make_decode(model, B, Lp + N, N)
+def time_plain_decode(model, rows: int, start: int, steps: int, repeats: int) -> float:
+    """Best seconds for the plain JAX loop to decode `steps` tokens for `rows` rows from `start`."""
+    decode = plain_decode.make_decode(model, rows, start + steps, steps)
     params = plain_decode.stacked_params(model)
-    jax.block_until_ready(decode(params, plain_decode.start_carry(model, B, Lp + N, Lp)))  # compiles
+    jax.block_until_ready(decode(params, plain_decode.start_carry(model, rows, start + steps, start)))  # compiles
     best = float("inf")
     for i in range(repeats):
-        carry = jax.block_until_ready(plain_decode.start_carry(model, B, Lp + N, Lp, seed=i + 2))
+        carry = jax.block_until_ready(plain_decode.start_carry(model, rows, start + steps, start, seed=i + 2))
         t0 = time.perf_counter()
         jax.block_until_ready(decode(params, carry))
         best = min(best, time.perf_counter() - t0)
-    ours = (full_s - one_s) / (N - 1)
-    return {"r1zero_decode_ms_step": round(1e3 * ours, 3), "plain_jax_decode_ms_step": round(1e3 * best / N, 3),
-            "decode_vs_plain": round(best / N / ours, 2) if ours > 0 else float("nan")}  # noise at tiny N
+    return best
+
+
+def decode_steps(model, prompts, config: SamplingConfig, full_s: float, repeats: int) -> dict:
+    """ms per decode step of r1zero, (time for N new tokens - time for 1) / (N - 1), and of the
+    plain JAX loop decoding as many rows from a cache filled up to the prompt bucket."""
+    one_s, _ = time_r1zero(model, prompts, dataclasses.replace(config, max_new_tokens=1), repeats)
+    N, Lp = config.max_new_tokens, sampler.prompt_bucket(len(prompts[0]), config)
+    ours_ms = round(1e3 * (full_s - one_s) / (N - 1), 3)
+    plain_ms = round(1e3 * time_plain_decode(model, len(prompts) * config.num_samples, Lp, N, repeats) / N, 3)
+    ratio = round(plain_ms / ours_ms, 2) if ours_ms > 0 else float("nan")  # <= 0: timing noise at tiny N
+    return {"r1zero_decode_ms_step": ours_ms, "plain_jax_decode_ms_step": plain_ms, "decode_vs_plain": ratio}
 
 
 def memory(model, prompts, config: SamplingConfig) -> dict:
@@ -165,11 +170,13 @@ def main(argv=None) -> None:
             scfg = SamplingConfig(max_prompt_len=args.prompt_len, min_prompt_bucket=args.prompt_len,
                                   max_new_tokens=args.new_tokens, temperature=1.0, eos_ids=(),
                                   num_samples=args.group)
-            ours_s, extra = time_r1zero(model, prompts, scfg, args.repeats)
-            row = {"kind": "rollout", "size": args.size, "batch": B, "group": args.group, "prompt_len": args.prompt_len,
-                   "new_tokens": args.new_tokens, "r1zero_tok_s": round(B * args.new_tokens / ours_s, 1), **extra}
+            ours_s, compile_s = time_r1zero(model, prompts, scfg, args.repeats)
+            row = {"kind": "rollout", "size": args.size, "batch": B, "group": args.group,
+                   "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
+                   "r1zero_tok_s": round(B * args.new_tokens / ours_s, 1), "compile_s": round(compile_s, 2),
+                   **memory(model, prompts, scfg)}
             if not args.no_plain_jax and args.new_tokens > 1:
-                row.update(decode_step_times(model, prompts, scfg, ours_s, args.repeats))
+                row.update(decode_steps(model, prompts, scfg, ours_s, args.repeats))
             if not args.no_transformers:
                 hf_s = time_transformers(tmp, prompts, args.new_tokens, dtype, args.repeats, args.group)
                 row["transformers_tok_s"] = round(B * args.new_tokens / hf_s, 1)
@@ -178,14 +185,14 @@ def main(argv=None) -> None:
             rows.append(row)
     print(f"\nrollout throughput, {args.size} ({dtype}) on {device}, prompt {args.prompt_len}, "
           f"{args.new_tokens} new tokens, {args.group} sample(s) per prompt")
-    print(f"{'batch':>6} {'r1zero tok/s':>13} {'transformers':>13} {'ratio':>6} {'temp MiB':>9} {'KV MiB':>7} {'layers MiB':>11}"
-          f" {'step ms':>8} {'plain JAX':>9} {'x plain':>7}")
+    print(f"{'batch':>6} {'r1zero tok/s':>13} {'transformers':>13} {'ratio':>6} {'temp MiB':>9} {'KV MiB':>7}"
+          f" {'layers MiB':>11} {'step ms':>8} {'plain JAX':>9} {'x plain':>7}")
+    nan = float("nan")
     for r in rows:
-        print(f"{r['batch']:>6} {r['r1zero_tok_s']:>13,.0f} {r.get('transformers_tok_s', float('nan')):>13,.0f} "
-              f"{r.get('ratio', float('nan')):>6.2f} {r['temp_mib']:>9} {r['kv_cache_mib']:>7} {r['layer_weights_mib']:>11}"
-              f" {r.get('r1zero_decode_ms_step', float('nan')):>8.2f} {r.get('plain_jax_decode_ms_step', float('nan')):>9.2f}"
-              f" {r.get('decode_vs_plain', float('nan')):>7.2f}")
-
+        print(f"{r['batch']:>6} {r['r1zero_tok_s']:>13,.0f} {r.get('transformers_tok_s', nan):>13,.0f}"
+              f" {r.get('ratio', nan):>6.2f} {r['temp_mib']:>9} {r['kv_cache_mib']:>7} {r['layer_weights_mib']:>11}"
+              f" {r.get('r1zero_decode_ms_step', nan):>8.2f} {r.get('plain_jax_decode_ms_step', nan):>9.2f}"
+              f" {r.get('decode_vs_plain', nan):>7.2f}")
 
 if __name__ == "__main__":
     main()

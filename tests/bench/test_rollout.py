@@ -25,8 +25,12 @@ def test_rollout_benchmark_runs_side_by_side(tmp_path, monkeypatch, capsys):
     # Layer weights, sliced once per call: 4 x (2 norms 256 + q 256x256 + k, v 256x64 + o 256x256
     # + biases 256 + 64 + 64 + MLP 3 x 256x768) x 4 bytes; the compiled temp memory holds that copy
     # and the cache.
-    assert row["layer_weights_mib"] == round(4 * (2 * 256 + 2 * 256 * 256 + 2 * 256 * 64 + 384 + 3 * 256 * 768) * 4 / 2**20, 1)
+    per_layer = 2 * 256 + 2 * 256 * 256 + 2 * 256 * 64 + 384 + 3 * 256 * 768
+    assert row["layer_weights_mib"] == round(4 * per_layer * 4 / 2**20, 1)
     assert row["temp_mib"] > row["layer_weights_mib"] + row["kv_cache_mib"]
     # Decode steps side by side with the plain JAX loop (timings only: read by hand).
-    assert row["plain_jax_decode_ms_step"] > 0 and {"r1zero_decode_ms_step", "decode_vs_plain"} <= row.keys()
+    assert row["plain_jax_decode_ms_step"] > 0
+    if row["r1zero_decode_ms_step"] > 0:  # a difference of two timings: noise can make it <= 0 here
+        expected = row["plain_jax_decode_ms_step"] / row["r1zero_decode_ms_step"]
+        assert row["decode_vs_plain"] == pytest.approx(expected, abs=0.01)
     assert "rollout throughput" in capsys.readouterr().out
