@@ -194,5 +194,6 @@ def main(argv=None) -> None:
               f" {r.get('r1zero_decode_ms_step', nan):>8.2f} {r.get('plain_jax_decode_ms_step', nan):>9.2f}"
               f" {r.get('decode_vs_plain', nan):>7.2f}")
 
+
 if __name__ == "__main__":
     main()
