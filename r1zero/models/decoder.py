@@ -1,8 +1,10 @@
 """One Flax NNX decoder for the Qwen2/Qwen2.5 and Llama 3 families.
 
 The same forward serves training (full sequences with a padding mask and explicit positions) and
-decoding (the same layers reading and writing a `KVCache`). Layers are stacked along a leading axis
-and run under `jax.lax.scan`, so compile time does not grow with depth.
+decoding (the same layers reading and writing a `KVCache`). Layers are stacked along a leading axis;
+training runs them under `jax.lax.scan`, so its compile time does not grow with depth, and the cache
+path unrolls them over per-layer slices taken once (`Decoder.blocks`), so no decode step copies a
+layer out of the stack.
 
 Shape letters: B batch, T new tokens, S cache slots, D model width, H query heads, K key/value
 heads, G = H / K query heads per KV head, Dh head width, F MLP width, V vocabulary, L layers.
@@ -193,7 +195,8 @@ class Block(nnx.Module):
 
 
 class Decoder(nnx.Module):
-    """Token embedding, L pre-norm blocks (stacked, scanned), final norm, LM head (or tied)."""
+    """Token embedding, L pre-norm blocks (stacked; scanned in training, unrolled when decoding),
+    final norm, LM head (or tied)."""
 
     def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
         dt = jnp.dtype(config.param_dtype)
