@@ -1,13 +1,13 @@
 """Checkpoints with orbax: asynchronous saves, atomic commits, fallback past a broken newest step.
 
-One step holds everything a run needs to continue exactly as if it had never stopped: parameters,
-optimizer state, the reference parameters when they differ from the base model, the current
-rollout's train arrays and how many of its minibatches are done, and a JSON record (step, data
-position, counters, the config and library versions).
+One step holds everything a run needs to continue exactly as if it had never stopped: the train
+state (one pytree: parameters, optimizer state, reference parameters, counters), the train arrays of
+a rollout in progress when there is one, and a JSON record (data position, evaluations, the config
+and library versions).
 
-Retention: the last `keep` steps plus, optionally, the best one by an evaluation metric. Old steps
-are deleted only after a newer save has committed, and a step whose parameters are not finite is
-never written.
+Retention: the last `keep` steps plus, optionally, the best one by an evaluation metric (the
+record's `end_eval`, the newest evaluation at that step). Old steps are deleted only after a newer
+save has committed, and a state that is not finite is never written.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+from r1zero.errors import UserError
 
 log = logging.getLogger("r1zero.checkpoint")
 
@@ -42,20 +44,19 @@ class Checkpointer:
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
-    def save(self, step: int, state: dict, rollout: dict, meta: dict) -> bool:
-        """Starts an asynchronous save of `step`; False (and nothing written) if the parameters are
-        not finite. Returns once the previous save has committed and old steps are pruned."""
-        if not all_finite(state["params"]):
-            log.warning("step %d: parameters are not finite; no checkpoint written", step)
+    def save(self, step: int, state: Any, rollout: dict | None, meta: dict) -> bool:
+        """Starts an asynchronous save of `step`: the `state` pytree, the `rollout` arrays (if any)
+        and the JSON `meta`. False (and nothing written) if the state is not finite. Returns once
+        the previous save has committed and old steps are pruned."""
+        if not all_finite(state):
+            log.warning("step %d: the train state is not finite; no checkpoint written", step)
             return False
         self._manager.wait_until_finished()  # the previous step is committed before anything is deleted
         self._prune()
-        args = ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            rollout=ocp.args.StandardSave({k: np.asarray(v) for k, v in rollout.items()}),
-            meta=ocp.args.JsonSave(meta),
-        )
-        self._manager.save(step, args=args, force=True)
+        items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+        if rollout is not None:
+            items["rollout"] = ocp.args.StandardSave({k: np.asarray(v) for k, v in rollout.items()})
+        self._manager.save(step, args=ocp.args.Composite(**items), force=True)
         return True
 
     def wait(self) -> None:
@@ -89,9 +90,10 @@ class Checkpointer:
     def read_meta(self, step: int) -> dict:
         return dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
-    def restore_latest(self, abstract_state: dict) -> tuple[int, dict, dict, dict] | None:
-        """(step, state, rollout, meta) of the newest step that restores, onto the shardings of
-        `abstract_state` (a tree of ShapeDtypeStructs with shardings), or None if there is none.
+    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict | None, dict] | None:
+        """(step, state, rollout or None, meta) of the newest step that restores, onto the shapes
+        and shardings of `abstract_state` (ShapeDtypeStructs with shardings; other leaves, such as
+        counters, take the saved values), or None if there is no step.
 
         A newest step that is missing a file, truncated or unreadable is skipped with a warning
         naming it; if steps exist but none restores, the error lists what was found.
@@ -100,24 +102,19 @@ class Checkpointer:
         failures = []
         for step in reversed(steps):
             try:
-                meta = self.read_meta(step)
-                target = dict(abstract_state)
-                if meta.get("ref_is_base", True):
-                    target.pop("ref_params", None)
-                restored = self._manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(target),
-                    rollout=ocp.args.StandardRestore(),
-                    meta=ocp.args.JsonRestore(),
-                ))
+                items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
+                if "rollout" in self._manager.item_metadata(step):
+                    items["rollout"] = ocp.args.StandardRestore()
+                restored = self._manager.restore(step, args=ocp.args.Composite(**items))
             except Exception as e:  # noqa: BLE001 - orbax raises many kinds for damaged files
                 log.warning("checkpoint step %d in %s is unusable (%s: %s); trying an older one",
                             step, self.directory, type(e).__name__, str(e)[:200])
-                failures.append(f"step {step}: {type(e).__name__}")
+                failures.append(f"step {step}: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
                 continue
-            rollout = {k: np.asarray(v) for k, v in restored["rollout"].items()}
-            return step, dict(restored["state"]), rollout, dict(restored["meta"])
+            rollout = {k: np.asarray(v) for k, v in restored["rollout"].items()} if "rollout" in items else None
+            return step, restored["state"], rollout, dict(restored["meta"])
         if steps:
-            raise RuntimeError(f"no usable checkpoint in {self.directory}: {'; '.join(failures)}")
+            raise UserError(f"no usable checkpoint in {self.directory}: {'; '.join(failures)}")
         return None
 
     def restore_params(self, step: int, abstract_params: Any) -> Any:

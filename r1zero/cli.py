@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from r1zero.errors import UserError
+
 
 def _score(args: argparse.Namespace) -> dict:
     import jax.numpy as jnp
@@ -18,7 +20,7 @@ def _score(args: argparse.Namespace) -> dict:
     model, _ = hf.load_model(args.model)
     ids = tok.encode(args.text)
     if not ids:
-        raise ValueError("the text encodes to no tokens")
+        raise UserError("the text encodes to no tokens")
     tokens = jnp.asarray([ids], jnp.int32)
     logp, _ = per_token_logprobs(model, tokens, jnp.ones_like(tokens, bool), args.temperature)
     logp = np.asarray(logp[0], np.float64)
@@ -57,10 +59,6 @@ def _sample(args: argparse.Namespace) -> dict | str:
                      for i, r in enumerate(rows))
 
 
-# Fields that may change when a run is resumed (they do not change what is computed).
-HARMLESS = ("steps", "eval_every", "log_completions", "checkpoint.every", "checkpoint.keep", "checkpoint.best_metric")
-
-
 def _overridden(config, args: argparse.Namespace):
     """The config with the command line's --set, --steps and --seed applied (train and pretrain)."""
     import dataclasses
@@ -76,27 +74,14 @@ def _overridden(config, args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> str:
-    import json
     from pathlib import Path
 
-    from r1zero.config import TrainConfig, from_dict, load_config_file, to_dict
-    from r1zero.train import train
+    from r1zero.config import load_config_file
+    from r1zero.train import load_run_config, train
 
-    saved = Path(args.workdir) / "config.json"
-    if args.config is None and not saved.is_file():
-        raise ValueError(f"--config is needed: {args.workdir} holds no run to resume (no config.json)")
-    config = load_config_file(args.config) if args.config else from_dict(TrainConfig, json.loads(saved.read_text()))
-    config = _overridden(config, args)
-    if saved.is_file():  # resuming: only harmless fields may differ from the stored config
-        stored = from_dict(TrainConfig, json.loads(saved.read_text()))
-        changed = _changed_keys(to_dict(stored), to_dict(config))
-        refused = [k for k in changed if k not in HARMLESS]
-        if refused:
-            raise ValueError(f"{args.workdir} is a run with a different config (changed: {', '.join(refused)}); "
-                             f"resume without --config, or use a new --workdir")
-        if changed:
-            with open(Path(args.workdir) / "overrides.jsonl", "a") as f:
-                f.write(json.dumps({k: _get(to_dict(config), k) for k in changed}) + "\n")
+    if args.config is None and not (Path(args.workdir) / "config.json").is_file():
+        raise UserError(f"--config is needed: {args.workdir} holds no run to resume (no config.json)")
+    config = _overridden(load_config_file(args.config) if args.config else load_run_config(args.workdir), args)
     summary = train(config, args.workdir, progress=not args.no_progress)
     counts = (f"steps {summary['steps']}, rollouts {summary['rollouts']}, skipped (empty) {summary['skipped_empty']}, "
               f"skipped (non-finite) {summary['skipped_nonfinite']}")
@@ -119,22 +104,6 @@ def _report(args: argparse.Namespace) -> str:
 
     report = write_report([args.workdir, *args.compare], args.out, args.name or None)
     return f"{report['table']}\nwritten: {', '.join(str(f) for f in report['files'])}"
-
-
-def _changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-            out += _changed_keys(a[k], b[k], f"{prefix}{k}.")
-        elif a.get(k) != b.get(k):
-            out.append(prefix + k)
-    return out
-
-
-def _get(d: dict, dotted: str):
-    for part in dotted.split("."):
-        d = d[part]
-    return d
 
 
 def _pretrain(args: argparse.Namespace) -> str:
@@ -238,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         distributed.initialize()  # joins a multi-host run described by R1ZERO_* variables, if any
     try:
         result = args.run(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:  # user errors: one clear line, no traceback
+    except UserError as e:  # what the user got wrong: one line naming it; anything else keeps its traceback
         print(f"r1zero {args.command}: error: {e}", file=sys.stderr)
         return 2
     print(result if isinstance(result, str) else json.dumps(result, indent=1))

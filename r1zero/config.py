@@ -2,7 +2,7 @@
 
 Every section is a frozen dataclass; `configs/*.py` return the top-level one and the command line
 overrides fields with type checks (see `apply_overrides`). This module sits at the bottom of the
-package: it imports nothing from r1zero.
+package: it imports nothing from r1zero but its error types.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import dataclasses
 import types
 import typing
 from typing import Any
+
+from r1zero.errors import MissingFileError, UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,14 +54,14 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.architecture not in ("qwen2", "llama"):
-            raise ValueError(f"architecture must be 'qwen2' or 'llama', got {self.architecture!r}")
+            raise UserError(f"architecture must be 'qwen2' or 'llama', got {self.architecture!r}")
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(
+            raise UserError(
                 f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
             )
         for name in ("param_dtype", "compute_dtype"):
             if getattr(self, name) not in ("float32", "bfloat16", "float16"):
-                raise ValueError(f"{name} must be float32, bfloat16 or float16, got {getattr(self, name)!r}")
+                raise UserError(f"{name} must be float32, bfloat16 or float16, got {getattr(self, name)!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,16 +97,16 @@ class SamplingConfig:
 
     def __post_init__(self):
         if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+            raise UserError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0 or self.num_samples < 1 or self.max_new_tokens < 1:
-            raise ValueError("top_k must be >= 0, num_samples and max_new_tokens >= 1")
+            raise UserError("top_k must be >= 0, num_samples and max_new_tokens >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
 class GRPOConfig:
-    """The objective: see grpo.py and ../shared/docs/grpo-reference.md."""
+    """The objective (r1zero/grpo.py): advantages, clipping, aggregation, KL and DAPO's options."""
 
     advantage: str = "grpo"  # grpo | mean_only | rloo | batch_std
     std_ddof: int = 1  # unbiased group std, as TRL
@@ -176,14 +178,14 @@ class CorpusConfig:
     def __post_init__(self):
         for shares in ((self.direct, self.worked, self.self_check), self.tagged_mix or (1,)):
             if min(shares) < 0 or sum(shares) <= 0:
-                raise ValueError(f"corpus kind shares must be >= 0 and not all 0, got {shares}")
+                raise UserError(f"corpus kind shares must be >= 0 and not all 0, got {shares}")
         if self.tagged_mix and len(self.tagged_mix) != 3:
-            raise ValueError(f"corpus.tagged_mix is (direct, worked, self_check), got {self.tagged_mix}")
+            raise UserError(f"corpus.tagged_mix is (direct, worked, self_check), got {self.tagged_mix}")
         for name in ("tagged", "mistake_rate"):
             if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"corpus.{name} must be in [0, 1], got {getattr(self, name)}")
+                raise UserError(f"corpus.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.digits < 1 or self.held_out_every < 2:
-            raise ValueError("corpus.digits must be >= 1 and held_out_every >= 2")
+            raise UserError("corpus.digits must be >= 1 and held_out_every >= 2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,9 +221,13 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.prompts_per_rollout % self.num_minibatches:
-            raise ValueError("prompts_per_rollout must be a multiple of num_minibatches")
+            raise UserError("prompts_per_rollout must be a multiple of num_minibatches")
+        rows = self.prompts_per_rollout // self.num_minibatches * self.sampling.num_samples
+        if rows % self.optim.micro_batches:
+            raise UserError(f"a minibatch of {rows} rows (prompts_per_rollout / num_minibatches x "
+                            f"sampling.num_samples) does not split into optim.micro_batches={self.optim.micro_batches}")
         if len(self.task.rewards) != len(self.task.reward_weights):
-            raise ValueError("task.rewards and task.reward_weights must have the same length")
+            raise UserError("task.rewards and task.reward_weights must have the same length")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -259,7 +265,7 @@ def apply_overrides(config: Any, overrides: list[str] | dict[str, str]) -> Any:
 
 def _split_override(text: str) -> tuple[str, str]:
     if "=" not in text:
-        raise ValueError(f"override {text!r} must look like key=value")
+        raise UserError(f"override {text!r} must look like key=value")
     key, value = text.split("=", 1)
     return key.strip(), value.strip()
 
@@ -268,11 +274,11 @@ def _set_path(obj: Any, path: list[str], raw: str, full_key: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else {}
     if path[0] not in fields:
         known = ", ".join(sorted(fields)) or "(none)"
-        raise ValueError(f"unknown config key {full_key!r}: {path[0]!r} is not one of {known}")
+        raise UserError(f"unknown config key {full_key!r}: {path[0]!r} is not one of {known}")
     current = getattr(obj, path[0])
     if len(path) > 1:
         if not dataclasses.is_dataclass(current):
-            raise ValueError(f"unknown config key {full_key!r}: {path[0]!r} has no sub-keys")
+            raise UserError(f"unknown config key {full_key!r}: {path[0]!r} has no sub-keys")
         return dataclasses.replace(obj, **{path[0]: _set_path(current, path[1:], raw, full_key)})
     hints = typing.get_type_hints(type(obj))
     return dataclasses.replace(obj, **{path[0]: _parse_value(raw, hints[path[0]], full_key)})
@@ -287,7 +293,7 @@ def _parse_value(raw: str, annotation: Any, key: str) -> Any:
             return None
         if len(args) == 1:
             return _parse_value(raw, args[0], key)
-        raise ValueError(f"config key {key!r} has a type that cannot be set from the command line")
+        raise UserError(f"config key {key!r} has a type that cannot be set from the command line")
     if origin is tuple:
         (elem, *_rest) = typing.get_args(annotation)
         return tuple(_parse_value(p.strip(), elem, key) for p in raw.split(",") if p.strip())
@@ -296,15 +302,15 @@ def _parse_value(raw: str, annotation: Any, key: str) -> Any:
             return True
         if raw.lower() in ("false", "0", "no"):
             return False
-        raise ValueError(f"config key {key!r} expects true/false, got {raw!r}")
+        raise UserError(f"config key {key!r} expects true/false, got {raw!r}")
     if annotation in (int, float):
         try:
             return annotation(raw)
         except ValueError:
-            raise ValueError(f"config key {key!r} expects {annotation.__name__}, got {raw!r}") from None
+            raise UserError(f"config key {key!r} expects {annotation.__name__}, got {raw!r}") from None
     if annotation is str:
         return raw
-    raise ValueError(f"config key {key!r} has a type that cannot be set from the command line")
+    raise UserError(f"config key {key!r} has a type that cannot be set from the command line")
 
 
 def to_dict(config: Any) -> dict:
@@ -318,7 +324,7 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}")
+        raise UserError(f"{where}: unknown keys {unknown}")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _from_value(hints[name], value, f"{where}.{name}")
@@ -346,13 +352,13 @@ def load_config_file(path: str) -> Any:
 
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"config file {file} does not exist")
+        raise MissingFileError(f"config file {file} does not exist")
     spec = importlib.util.spec_from_file_location(f"r1zero_config_{file.stem}", file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
-        raise ValueError(f"config file {file} defines no get_config()")
+        raise UserError(f"config file {file} defines no get_config()")
     config = module.get_config()
     if not dataclasses.is_dataclass(config):
-        raise ValueError(f"get_config() in {file} returned {type(config).__name__}, not a config dataclass")
+        raise UserError(f"get_config() in {file} returned {type(config).__name__}, not a config dataclass")
     return config

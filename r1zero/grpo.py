@@ -1,13 +1,19 @@
 """GRPO math as pure functions: group-relative advantages and the clipped policy objective.
 
-Notation follows ../shared/docs/grpo-reference.md. Shapes: P prompts (groups), G completions per
-group, B = P * G rows (group-major), T completion tokens. The loss is minus the objective and comes
-back as (numerator, denominator) so micro-batches and shards divide by the *global* count.
+Notation: DeepSeekMath's GRPO with the published variants (Dr. GRPO, DAPO, GSPO, RLOO). The loss
+is minus the objective and comes back as (numerator, denominator) so micro-batches and shards divide
+by the *global* count.
+
+Shape letters: P prompts (groups), G completions per group, B = P * G rows (group-major), T tokens
+per row (whatever span the caller passes; the mask says which tokens count: the trainer passes
+prompt + completion with the prompt masked out).
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
+
+from r1zero.errors import UserError
 
 ADVANTAGES = ("grpo", "mean_only", "rloo", "batch_std")
 AGGREGATIONS = ("seq-mean-token-mean", "token-mean", "constant")
@@ -22,7 +28,7 @@ def advantages(rewards_PxG, valid_PxG, estimator: str = "grpo", eps: float = 1e-
     those centred values + eps). A group with fewer than two valid members has zero advantage.
     """
     if estimator not in ADVANTAGES:
-        raise ValueError(f"unknown advantage estimator {estimator!r}; one of {ADVANTAGES}")
+        raise UserError(f"unknown advantage estimator {estimator!r}; one of {ADVANTAGES}")
     w = valid_PxG.astype(jnp.float32)
     r = jnp.where(valid_PxG, rewards_PxG, 0.0).astype(jnp.float32)
     n_P = w.sum(-1)
@@ -51,7 +57,7 @@ def kl_divergence(logp_BxT, ref_logp_BxT, estimator: str = "k3"):
         return 0.5 * log_p**2
     if estimator == "k3":
         return jnp.exp(log_p) - log_p - 1.0
-    raise ValueError(f"unknown KL estimator {estimator!r}; one of {KL_ESTIMATORS}")
+    raise UserError(f"unknown KL estimator {estimator!r}; one of {KL_ESTIMATORS}")
 
 
 def policy_loss(logp_BxT, old_logp_BxT, adv_B, mask_BxT, *, epsilon_low: float = 0.2,
@@ -87,7 +93,7 @@ def policy_loss(logp_BxT, old_logp_BxT, adv_B, mask_BxT, *, epsilon_low: float =
             raise ValueError("aggregation 'constant' needs max_len")
         num, den = per_token.sum(), has_tokens.sum() * max_len
     else:
-        raise ValueError(f"unknown aggregation {aggregation!r}; one of {AGGREGATIONS}")
+        raise UserError(f"unknown aggregation {aggregation!r}; one of {AGGREGATIONS}")
     n_tok = jnp.maximum(mask.sum(), 1)
     stats = {
         "clip_low_frac": ((ratio < 1 - epsilon_low) & (adv < 0) & mask_BxT).sum() / n_tok,

@@ -9,6 +9,8 @@ multiplication, never on the RL prompt with rewards and never on SFT data. The r
     DIR/config.json   the PretrainConfig
 
 Every batch is a pure function of (seed, step), so the same config gives the same model.
+
+Shape letters: B rows of a batch, T tokens per row (seq_len).
 """
 
 from __future__ import annotations
@@ -30,14 +32,15 @@ from r1zero.config import PretrainConfig, to_dict
 from r1zero.data import corpus
 from r1zero.metrics import MetricWriter
 from r1zero.models import create_model, hf, param_count, per_token_logprobs
-from r1zero.optim import make_optimizer
+from r1zero.optim import init_opt_state, jit_update, make_optimizer
+from r1zero.sharding import process_rows, rows_to_global
 from r1zero.tokenizer import SPECIAL_TOKENS, Tokenizer, write_char_tokenizer
 
 EVAL_STREAM = 2**31 - 1  # the evaluation batch's random stream: default_rng([seed, EVAL_STREAM])
 
 
 def batch(config: PretrainConfig, tok: Tokenizer, rng: np.random.Generator, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """(tokens_RxT, mask_RxT) of packed corpus documents drawn from `rng`."""
+    """(tokens_BxT, mask_BxT) of packed corpus documents drawn from `rng` (B = `rows`)."""
     docs = (tok.encode(d["text"]) for d in corpus.documents(config.corpus, rng))
     return corpus.pack(docs, rows, config.seq_len, tok.eos_ids[0], tok.pad_id)
 
@@ -54,10 +57,13 @@ def lm_loss(model, tokens_BxT, mask_BxT, chunk_tokens: int = 8192) -> jax.Array:
     return -logp_BxT.sum() / jnp.maximum(scored_BxT.sum(), 1)
 
 
+_lm_loss = jax.jit(lm_loss, static_argnames="chunk_tokens")
+
+
 def corpus_loss(model, tok: Tokenizer, config: PretrainConfig) -> float:
     """The loss of `model` on the config's evaluation batch (what pretrain.json records)."""
     tokens, mask = eval_batch(config, tok)
-    return float(jax.jit(lambda m, t, k: lm_loss(m, t, k, config.logprob_chunk_tokens))(model, tokens, mask))
+    return float(_lm_loss(model, tokens, mask, chunk_tokens=config.logprob_chunk_tokens))
 
 
 def pretrain(config: PretrainConfig, workdir: str | Path, progress: bool = True,
@@ -73,20 +79,21 @@ def pretrain(config: PretrainConfig, workdir: str | Path, progress: bool = True,
     model = create_model(model_config, mesh, seed=config.seed)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = make_optimizer(config.optim, config.steps)
-    opt_state = tx.init(params)
+    opt_state, opt_sh = init_opt_state(tx, params, mesh)
 
-    def loss_fn(params, tokens, mask):
-        return lm_loss(nnx.merge(graphdef, params, rest), tokens, mask, config.logprob_chunk_tokens)
+    def loss_fn(params, rows):
+        return lm_loss(nnx.merge(graphdef, params, rest), rows["tokens"], rows["mask"], config.logprob_chunk_tokens)
 
-    @jax.jit
-    def train_step(params, opt_state, tokens, mask):
-        loss, grads = jax.value_and_grad(loss_fn)(params, tokens, mask)
+    def step(params, opt_state, rows):
+        loss, grads = jax.value_and_grad(loss_fn)(params, rows)
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, optax.tree.norm(grads)
+        return optax.apply_updates(params, updates), opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
-    eval_loss = jax.jit(loss_fn)
-    put = lambda x: jax.device_put(x, sharding.batch_sharding(mesh))
-    eval_tokens, eval_mask = map(put, eval_batch(config, tok))
+    train_step, eval_loss = jit_update(step, params, opt_sh, mesh), jax.jit(loss_fn)
+    # Every host generates the whole batch from (seed, step) and places its own share of the rows.
+    put = lambda tokens_BxT, mask_BxT: rows_to_global({"tokens": process_rows(tokens_BxT), "mask": process_rows(mask_BxT)},
+                                                     mesh)
+    held_out = put(*eval_batch(config, tok))
     writer = MetricWriter(workdir)
     from tqdm import tqdm
 
@@ -95,12 +102,12 @@ def pretrain(config: PretrainConfig, workdir: str | Path, progress: bool = True,
     try:
         for step in range(1, config.steps + 1):
             tokens, mask = batch(config, tok, np.random.default_rng([config.seed, step]), config.batch_size)
-            params, opt_state, loss, grad_norm = train_step(params, opt_state, put(tokens), put(mask))
+            params, opt_state, stats = train_step(params, opt_state, put(tokens, mask))
             seen_tokens += int(mask.sum())
-            row = {"loss": float(loss), "grad_norm": float(grad_norm), "tokens": seen_tokens,
+            row = {"loss": float(stats["loss"]), "grad_norm": float(stats["grad_norm"]), "tokens": seen_tokens,
                    "seconds": time.perf_counter() - t_start}
             if (config.eval_every and step % config.eval_every == 0) or step == config.steps:
-                row["eval/loss"] = float(eval_loss(params, eval_tokens, eval_mask))
+                row["eval/loss"] = float(eval_loss(params, held_out))
             writer.write(step, row)
             last = row
             bar.update(1)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from r1zero.errors import MissingFileError, UserError
 from r1zero.metrics import REFLECTIVE_WORDS
 
 # (label, metrics key) of the summary table: held-out evaluation at the start (the epoch-0 audit) and end.
@@ -68,7 +69,7 @@ class Run:
 def _read_jsonl(path: Path, required: bool) -> list[dict]:
     if not path.is_file():
         if required:
-            raise FileNotFoundError(f"{path} does not exist: is {path.parent} a run directory?")
+            raise MissingFileError(f"{path} does not exist: is {path.parent} a run directory?")
         return []
     rows = []
     for i, line in enumerate(path.read_text().splitlines(), 1):
@@ -77,7 +78,7 @@ def _read_jsonl(path: Path, required: bool) -> list[dict]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path} line {i}: not JSON ({e.msg})") from None
+            raise UserError(f"{path} line {i}: not JSON ({e.msg})") from None
     return rows
 
 
@@ -85,7 +86,7 @@ def load_run(workdir: str | Path, name: str | None = None) -> Run:
     d = Path(workdir)
     metrics = _read_jsonl(d / "metrics.jsonl", required=True)
     if not any(EVAL_KEY in r for r in metrics):
-        raise ValueError(f"{d / 'metrics.jsonl'} holds no held-out evaluation row ({EVAL_KEY})")
+        raise UserError(f"{d / 'metrics.jsonl'} holds no held-out evaluation row ({EVAL_KEY})")
     return Run(name or d.name, d, metrics, _read_jsonl(d / "completions.jsonl", False),
                _read_jsonl(d / "eval_completions.jsonl", False))
 

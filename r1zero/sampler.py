@@ -9,8 +9,9 @@ Log-probabilities of sampled tokens are those of `per_token_logprobs(..., temper
 softmax of logits / temperature, whatever top-p/top-k did to the sampling distribution.
 
 Shape letters: P unique prompts, G samples each, B = P * G rows (group-major: row r is sample r % G of
-prompt r // G), Lp prompt bucket, N max_new_tokens, V vocabulary, W longest token in bytes, M longest
-stop string in bytes minus one.
+prompt r // G), Lp prompt bucket, N max_new_tokens, V vocabulary, C candidate tokens (V, or top-k),
+J blocks of Q candidates (the two-level draw), W longest token in bytes, M longest stop string in
+bytes minus one, Z = M + W bytes in the stop-string window, E positions a stop string can end at.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ import numpy as np
 from flax import nnx
 
 from r1zero.config import SamplingConfig
+from r1zero.errors import UserError
 from r1zero.models.decoder import Decoder, KVCache, positions_from_mask
+from r1zero.sharding import constrain_rows, rows_to_global, rows_to_local, state_shardings
 from r1zero.tokenizer import Tokenizer
 
 RUNNING, EOS, STOP, LENGTH = 0, 1, 2, 3
@@ -44,8 +47,8 @@ class Samples:
     logprobs_BxN: log p(token) under softmax(logits / temperature) (logits / 1 when greedy); 0 on padding.
     finish_reason: per row, "eos", "stop" or "length". group_ids_B: the prompt index of each row.
     texts: decoded completions (without a final EOS token; stop text kept).
-    decode_steps: iterations of the decode loop (= the longest completion).
-    num_truncated_prompts: prompts cut from the left because they exceeded max_prompt_len.
+    decode_steps: iterations of the decode loop (= the longest completion it sampled).
+    prompt_truncated_B: the row's prompt was cut from the left because it exceeded max_prompt_len.
     """
 
     prompt_tokens: np.ndarray
@@ -57,13 +60,45 @@ class Samples:
     group_ids: np.ndarray
     texts: list[str]
     decode_steps: int
-    num_truncated_prompts: int
+    prompt_truncated: np.ndarray
+
+    @property
+    def num_truncated_prompts(self) -> int:
+        return len(set(self.group_ids[self.prompt_truncated].tolist()))
 
     def sequences(self) -> tuple[np.ndarray, np.ndarray]:
         """(tokens_BxT, mask_BxT): prompt and completion side by side, as the trainer scores them;
         `per_token_logprobs(...)[:, Lp:]` reproduces `logprobs`."""
         tokens = np.concatenate([self.prompt_tokens, self.completion_tokens], axis=1)
         return tokens, np.concatenate([self.prompt_mask, self.completion_mask], axis=1)
+
+    def take(self, rows: np.ndarray) -> Samples:
+        """The rows at indices `rows` (whole groups, group-major), groups numbered from 0 in order."""
+        ids_B = self.group_ids[rows]
+        pick = lambda xs: [xs[i] for i in rows] if xs else []
+        return dataclasses.replace(
+            self, prompt_tokens=self.prompt_tokens[rows], prompt_mask=self.prompt_mask[rows],
+            completion_tokens=self.completion_tokens[rows], completion_mask=self.completion_mask[rows],
+            logprobs=self.logprobs[rows], finish_reason=pick(self.finish_reason), texts=pick(self.texts),
+            group_ids=np.cumsum(np.r_[True, ids_B[1:] != ids_B[:-1]]) - 1,  # a group's rows are adjacent
+            prompt_truncated=self.prompt_truncated[rows])
+
+    @staticmethod
+    def concat(parts: Sequence[Samples]) -> Samples:
+        """The rows of several batches one after another (same max_new_tokens), prompts left-padded
+        to the widest bucket among them; group ids continue from one batch to the next."""
+        Lp = max(s.prompt_tokens.shape[1] for s in parts)
+        left_pad = lambda x: np.pad(x, ((0, 0), (Lp - x.shape[1], 0)))
+        joined = lambda name: np.concatenate([getattr(s, name) for s in parts])
+        offsets = np.cumsum([0] + [int(s.group_ids.max()) + 1 for s in parts[:-1]])
+        return Samples(
+            prompt_tokens=np.concatenate([left_pad(s.prompt_tokens) for s in parts]),
+            prompt_mask=np.concatenate([left_pad(s.prompt_mask) for s in parts]),
+            completion_tokens=joined("completion_tokens"), completion_mask=joined("completion_mask"),
+            logprobs=joined("logprobs"), finish_reason=sum((s.finish_reason for s in parts), []),
+            group_ids=np.concatenate([s.group_ids + o for s, o in zip(parts, offsets)]),
+            texts=sum((s.texts for s in parts), []), decode_steps=max(s.decode_steps for s in parts),
+            prompt_truncated=joined("prompt_truncated"))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -95,23 +130,23 @@ def _inverse_cdf(z_BxC, q_B):
     """Per row, the first index whose cumulative softmax(z) mass reaches q in (0, 1].
 
     Two levels, so that no cumulative sum runs over the whole vocabulary (XLA's cumsum over 152k
-    logits cost ~10 ms per step at batch 16 on CPU): the mass of each block of ~sqrt(C) entries,
-    the block where q falls, then the entry inside that block (3-4x faster, same tokens).
+    logits cost ~10 ms per step at batch 16 on CPU): the mass of each of J blocks of Q ~ sqrt(C)
+    entries, the block where q falls, then the entry inside that block (3-4x faster, same tokens).
     """
     B, C = z_BxC.shape
-    size = min(C, 2 ** math.ceil(math.log2(math.sqrt(C))))
-    n = -(-C // size)
+    Q = min(C, 2 ** math.ceil(math.log2(math.sqrt(C))))
+    J = -(-C // Q)
     w_BxC = jnp.exp(z_BxC - z_BxC.max(-1, keepdims=True))
-    w_BxNxS = jnp.pad(w_BxC, ((0, 0), (0, n * size - C))).reshape(B, n, size)
-    mass_BxN = w_BxNxS.sum(-1)
-    cdf_BxN = jnp.cumsum(mass_BxN, axis=-1)
-    target_B = q_B * cdf_BxN[:, -1]
-    block_B = jnp.minimum(jnp.sum(cdf_BxN < target_B[:, None], axis=-1), n - 1)
-    before_B = jnp.take_along_axis(cdf_BxN - mass_BxN, block_B[:, None], -1)[:, 0]
-    inside_BxS = jnp.take_along_axis(w_BxNxS, block_B[:, None, None], 1)[:, 0]
-    offset_B = jnp.sum(jnp.cumsum(inside_BxS, axis=-1) < (target_B - before_B)[:, None], axis=-1)
-    offset_B = jnp.minimum(offset_B, size - 1)  # rounding at the block's end: stay in the block
-    return jnp.minimum(block_B * size + offset_B, C - 1)  # and out of the padding
+    w_BxJxQ = jnp.pad(w_BxC, ((0, 0), (0, J * Q - C))).reshape(B, J, Q)
+    mass_BxJ = w_BxJxQ.sum(-1)
+    cdf_BxJ = jnp.cumsum(mass_BxJ, axis=-1)
+    target_B = q_B * cdf_BxJ[:, -1]
+    block_B = jnp.minimum(jnp.sum(cdf_BxJ < target_B[:, None], axis=-1), J - 1)
+    before_B = jnp.take_along_axis(cdf_BxJ - mass_BxJ, block_B[:, None], -1)[:, 0]
+    inside_BxQ = jnp.take_along_axis(w_BxJxQ, block_B[:, None, None], 1)[:, 0]
+    offset_B = jnp.sum(jnp.cumsum(inside_BxQ, axis=-1) < (target_B - before_B)[:, None], axis=-1)
+    offset_B = jnp.minimum(offset_B, Q - 1)  # rounding at the block's end: stay in the block
+    return jnp.minimum(block_B * Q + offset_B, C - 1)  # and out of the padding
 
 
 def _candidates(z_BxV, top_k: int, top_p: float):
@@ -181,8 +216,7 @@ def _generate(graphdef, state, prompt_PxL, prompt_mask_PxL, key, byte_table_VxW,
     P, Lp = prompt_PxL.shape
     G, N = config.num_samples, config.max_new_tokens
     B = P * G
-    rows = _row_constraint(mesh)
-    prompt_PxL, prompt_mask_PxL = rows(prompt_PxL, 0), rows(prompt_mask_PxL, 0)
+    prompt_PxL, prompt_mask_PxL = constrain_rows(prompt_PxL, mesh), constrain_rows(prompt_mask_PxL, mesh)
 
     # Slice the stacked layers once, outside the loop (XLA would copy every slice every step).
     blocks = model.blocks()
@@ -191,7 +225,7 @@ def _generate(graphdef, state, prompt_PxL, prompt_mask_PxL, key, byte_table_VxW,
     h_PxLxD, cache = model.hidden_states(
         prompt_PxL, positions_from_mask(prompt_mask_PxL), prompt_mask_PxL, cache, blocks, prefill=True
     )
-    repeat = lambda x, axis=0: rows(jnp.repeat(x, G, axis=axis), axis)
+    repeat = lambda x, axis=0: constrain_rows(jnp.repeat(x, G, axis=axis), mesh, axis)
     cache = cache.map_rows(repeat)
     logits_BxV = repeat(model.logits(h_PxLxD[:, -1]), 0)
     first_position_B = repeat(prompt_mask_PxL.sum(axis=1), 0)
@@ -241,43 +275,29 @@ def _generate(graphdef, state, prompt_PxL, prompt_mask_PxL, key, byte_table_VxW,
     return s["tokens"], s["mask"], s["logp"], reason_B, s["i"]
 
 
-def _row_constraint(mesh):
-    """constrain(x, axis): x split over (data, fsdp) along `axis` when that divides, else unchanged."""
-    if mesh is None:
-        return lambda x, axis: x
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    from r1zero.sharding import RULES
-
-    n = mesh.shape["data"] * mesh.shape["fsdp"]
-
-    def constrain(x, axis):
-        if n == 1 or x.shape[axis] % n:
-            return x
-        spec = [None] * x.ndim
-        spec[axis] = RULES["batch"]
-        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(*spec)))
-
-    return constrain
-
-
 # ---------------------------------------------------------------------------------------------------
 # The host-side entry point.
 
 
+def bucket(length: int, smallest: int, largest: int) -> int:
+    """The padded size of `length`: the next power-of-two multiple of `smallest`, at most `largest`
+    (padding to a few sizes keeps the number of compiled programs small)."""
+    size = smallest
+    while size < length:
+        size *= 2
+    return min(size, largest)
+
+
 def prompt_bucket(length: int, config: SamplingConfig) -> int:
     """Padded prompt length: the next power of two from `min_prompt_bucket`, at most max_prompt_len."""
-    bucket = config.min_prompt_bucket
-    while bucket < length:
-        bucket *= 2
-    return min(bucket, config.max_prompt_len)
+    return bucket(length, config.min_prompt_bucket, config.max_prompt_len)
 
 
 def sample(model: Decoder, prompts: Sequence[str | Sequence[int]], key: jax.Array, config: SamplingConfig,
            tokenizer: Tokenizer | None, mesh=None) -> Samples:
     """G = config.num_samples completions for each prompt (text, or token ids).
 
-    Over-long prompts raise ValueError naming the prompt and both lengths, unless
+    Over-long prompts raise a UserError naming the prompt and both lengths, unless
     `config.truncate_prompts` cuts them from the left (counted in `num_truncated_prompts`).
     Same key and inputs, same output. Without a tokenizer (benchmarks), prompts are token ids,
     EOS ids come from the config only, there are no stop strings and `texts` is empty.
@@ -287,7 +307,7 @@ def sample(model: Decoder, prompts: Sequence[str | Sequence[int]], key: jax.Arra
     if tokenizer is None and config.stop_strings:
         raise ValueError("stop strings need a tokenizer")
     pad_id = tokenizer.pad_id if tokenizer is not None else 0
-    ids, truncated = _prompt_ids(prompts, config, tokenizer)
+    ids, truncated_P = _prompt_ids(prompts, config, tokenizer)
     longest = max(map(len, ids))
     if jax.process_count() > 1:  # every process must compile the same program
         from jax.experimental import multihost_utils
@@ -304,7 +324,7 @@ def sample(model: Decoder, prompts: Sequence[str | Sequence[int]], key: jax.Arra
         eos_ids = tokenizer.eos_ids if tokenizer is not None else ()
     stops = tuple(s.encode("utf-8") for s in config.stop_strings)
     if any(not s for s in stops):
-        raise ValueError("stop strings must not be empty")
+        raise UserError("stop strings must not be empty")
     if stops:
         table, length = _token_byte_table(tokenizer, model.config.vocab_size)
     else:  # no stop strings: the tables are not read
@@ -316,14 +336,10 @@ def sample(model: Decoder, prompts: Sequence[str | Sequence[int]], key: jax.Arra
         layout = "tensor" if mesh_now is not None and mesh_now.shape["fsdp"] > 1 else "train"
     if layout != "train":
         state = _relayout(state, layout)
-    prompt_in, mask_in = prompt_PxL, mask_PxL
-    if jax.process_count() > 1:
-        prompt_in, mask_in = _to_global((prompt_PxL, mask_PxL), mesh)
-    out = _generate(graphdef, state, prompt_in, mask_in, key, table, length,
-                    config=config, eos_ids=eos_ids, stops=stops, pad_id=pad_id, mesh=mesh or _mesh_of(state))
-    if jax.process_count() > 1:
-        out = (*_to_local(out[:4], mesh), out[4])
-    tokens, mask, logp, reason, steps = jax.device_get(out)
+    mesh = mesh or _mesh_of(state)
+    *per_row, steps = _generate(graphdef, state, *rows_to_global((prompt_PxL, mask_PxL), mesh), key, table, length,
+                                config=config, eos_ids=eos_ids, stops=stops, pad_id=pad_id, mesh=mesh)
+    tokens, mask, logp, reason = rows_to_local(tuple(per_row), mesh)
     reasons = [FINISH_REASONS[int(r)] for r in reason]
     texts = []
     for row, m, why in zip(tokens, mask, reasons) if tokenizer is not None else ():
@@ -333,63 +349,39 @@ def sample(model: Decoder, prompts: Sequence[str | Sequence[int]], key: jax.Arra
         prompt_tokens=np.repeat(prompt_PxL, G, axis=0), prompt_mask=np.repeat(mask_PxL, G, axis=0),
         completion_tokens=tokens, completion_mask=mask, logprobs=logp, finish_reason=reasons,
         group_ids=np.repeat(np.arange(P), G), texts=texts, decode_steps=int(steps),
-        num_truncated_prompts=truncated,
+        prompt_truncated=np.repeat(truncated_P, G),
     )
 
 
 def _mesh_of(state):
-    sharding = getattr(jax.tree.leaves(state)[0], "sharding", None)
-    return getattr(sharding, "mesh", None)
+    placement = getattr(jax.tree.leaves(state)[0], "sharding", None)
+    return getattr(placement, "mesh", None)
 
 
 def _relayout(state, layout: str):
     """The same parameters in the decoding layout: a jitted device-to-device reshard, no host copy."""
-    from r1zero import sharding
-
     mesh = jax.tree.leaves(state)[0].sharding.mesh
-    target = sharding.state_shardings(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state), mesh, layout)
+    target = state_shardings(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state), mesh, layout)
     return jax.device_put(state, target)
 
 
-def _rows_spec(mesh):
-    from jax.sharding import PartitionSpec
-
-    from r1zero.sharding import RULES
-
-    return PartitionSpec(RULES["batch"])
-
-
-def _to_global(local_arrays, mesh):
-    from jax.experimental import multihost_utils
-
-    return multihost_utils.host_local_array_to_global_array(local_arrays, mesh, _rows_spec(mesh))
-
-
-def _to_local(global_arrays, mesh):
-    from jax.experimental import multihost_utils
-    from jax.sharding import NamedSharding
-
-    spec = _rows_spec(mesh)
-    placed = tuple(jax.device_put(a, NamedSharding(mesh, spec)) for a in global_arrays)
-    return multihost_utils.global_array_to_host_local_array(placed, mesh, spec)
-
-
-def _prompt_ids(prompts, config: SamplingConfig, tokenizer: Tokenizer | None) -> tuple[list[list[int]], int]:
+def _prompt_ids(prompts, config: SamplingConfig, tokenizer: Tokenizer | None) -> tuple[list[list[int]], np.ndarray]:
+    """(token ids of each prompt, truncated_P: which were cut from the left to max_prompt_len)."""
     if not len(prompts):
-        raise ValueError("no prompts to sample from")
-    ids, truncated = [], 0
+        raise UserError("no prompts to sample from")
+    ids, truncated_P = [], np.zeros(len(prompts), bool)
     for i, p in enumerate(prompts):
         if isinstance(p, str) and tokenizer is None:
             raise ValueError("text prompts need a tokenizer")
         row = tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p]
         if not row:
-            raise ValueError(f"prompt {i} is empty")
+            raise UserError(f"prompt {i} is empty")
         if len(row) > config.max_prompt_len:
             if not config.truncate_prompts:
-                raise ValueError(
+                raise UserError(
                     f"prompt {i} has {len(row)} tokens, more than max_prompt_len={config.max_prompt_len} "
                     f"(set truncate_prompts to cut it from the left)"
                 )
-            row, truncated = row[-config.max_prompt_len:], truncated + 1
+            row, truncated_P[i] = row[-config.max_prompt_len:], True
         ids.append(row)
-    return ids, truncated
+    return ids, truncated_P

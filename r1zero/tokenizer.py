@@ -9,6 +9,8 @@ from pathlib import Path
 
 import tokenizers
 
+from r1zero.errors import MissingFileError
+
 # Special tokens of the character tokenizers r1zero writes (models it initialises or pretrains itself).
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<unk>", "<think>", "</think>", "<answer>", "</answer>")
 
@@ -27,7 +29,7 @@ class Tokenizer:
         path = model_dir / "tokenizer.json"
         if not path.is_file():
             where = "does not exist" if not model_dir.is_dir() else "has no tokenizer.json"
-            raise FileNotFoundError(f"{model_dir} {where}: a tokenizer.json is needed to tokenize text")
+            raise MissingFileError(f"{model_dir} {where}: a tokenizer.json is needed to tokenize text")
         self.path = path
         self._tok = tokenizers.Tokenizer.from_file(str(path))
         meta: dict = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ from safetensors.numpy import load_file
 from r1zero.checkpoint import Checkpointer
 from r1zero.cli import main
 from r1zero.config import CheckpointConfig, SamplingConfig, TrainConfig, to_dict
-from r1zero.train import train
+from r1zero.errors import UserError
+from r1zero.train import Callback, train
 from tests.test_train import tiny_config
 
 ROOT = Path(__file__).parents[1]
@@ -34,12 +36,40 @@ def resume_config() -> TrainConfig:
     return dataclasses.replace(config, task=dataclasses.replace(config.task, rewards=("random",)))
 
 
-def run_in_subprocess(config: TrainConfig, workdir: Path, kill: str | None) -> subprocess.CompletedProcess:
+class KillAt(Callback):
+    """The crash tests' kill points, "phase:step": SIGKILL right after the rollout for step s is
+    sampled ("rollout"), after update s ("update"), or right after the save of step s started, before
+    it commits ("save"); SIGTERM after step s ("sigterm") or right after the rollout for step s is
+    sampled ("sigterm-rollout"). For "rollout" and "update" the previous asynchronous save is let
+    finish first, so which checkpoint survives does not depend on timing."""
+
+    def __init__(self, where: str):
+        phase, step = where.split(":")
+        self.phase, self.step = phase, int(step)
+
+    def on_rollout(self, trainer, state, batch):
+        if self.phase == "rollout" and state.step + 1 == self.step:
+            trainer.checkpointer.wait()
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.phase == "sigterm-rollout" and state.step + 1 == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def after_step(self, trainer, state, batch, row):
+        if state.step != self.step or self.phase.endswith("rollout"):
+            return
+        if self.phase == "update":
+            trainer.checkpointer.wait()
+        os.kill(os.getpid(), signal.SIGTERM if self.phase == "sigterm" else signal.SIGKILL)
+
+
+def run_in_subprocess(config: TrainConfig, workdir: Path, kill: str) -> subprocess.CompletedProcess:
+    """`train` in a fresh process with a KillAt(kill) callback installed."""
     code = ("import json, sys; from r1zero.config import TrainConfig, from_dict; from r1zero.train import train; "
-            "train(from_dict(TrainConfig, json.loads(sys.argv[1])), sys.argv[2], progress=False)")
-    env = {**os.environ, "R1ZERO_TEST_KILL": kill or ""}
-    return subprocess.run([sys.executable, "-c", code, json.dumps(to_dict(config)), str(workdir)],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+            "from tests.test_checkpoint import KillAt; "
+            "train(from_dict(TrainConfig, json.loads(sys.argv[1])), sys.argv[2], progress=False, "
+            "callbacks=[KillAt(sys.argv[3])])")
+    return subprocess.run([sys.executable, "-c", code, json.dumps(to_dict(config)), str(workdir), kill],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 def metric_rows(workdir: Path) -> list[dict]:
@@ -88,6 +118,63 @@ def test_sigterm_saves_the_current_step_and_resume_continues(reference, tmp_path
     assert metric_rows(tmp_path) == metric_rows(reference)
 
 
+@pytest.mark.slow
+def test_a_stop_during_a_rollout_saves_the_step_before_it_and_resume_continues(reference, tmp_path):
+    """SIGTERM while a rollout is sampled: the step before it is checkpointed (not a multiple of
+    checkpoint.every) without the unused rollout, and the resumed run samples it again."""
+    proc = run_in_subprocess(resume_config(), tmp_path, "sigterm-rollout:5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["preempted"] and summary["steps"] == 4
+    assert 4 in Checkpointer(tmp_path / "checkpoints").steps()
+    assert train(resume_config(), tmp_path, progress=False)["resumed_from"] == 4
+    assert metric_rows(tmp_path) == metric_rows(reference)
+    assert (tmp_path / "completions.jsonl").read_text() == (reference / "completions.jsonl").read_text()
+
+
+class Probe(Callback):
+    """Adds a metric to every step's row and asks the run to stop after step `stop_at`."""
+
+    def __init__(self, stop_at: int):
+        self.stop_at = stop_at
+
+    def on_step(self, trainer, state, batch, row):
+        row["probe/step_squared"] = state.step**2
+
+    def after_step(self, trainer, state, batch, row):
+        trainer.stop.requested = state.step == self.stop_at
+
+
+def quick_config(**kw) -> TrainConfig:
+    return tiny_config(steps=6, prompts_per_rollout=8, eval_every=0, **kw,
+                       sampling=SamplingConfig(num_samples=4, max_new_tokens=2, max_prompt_len=16))
+
+
+def test_callbacks_add_metrics_and_can_end_a_run_with_a_checkpoint(tmp_path):
+    config = quick_config(checkpoint=CheckpointConfig(every=100))
+    summary = train(config, tmp_path, progress=False, callbacks=[Probe(stop_at=3)])
+    assert summary["preempted"] and summary["steps"] == 3 and not (tmp_path / "final").exists()
+    assert Checkpointer(tmp_path / "checkpoints").steps() == [3]  # the stop's checkpoint (every=100)
+    assert [r["probe/step_squared"] for r in metric_rows(tmp_path) if r["step"]] == [1, 4, 9]
+    # Saving turned off on resume (allowed): the run still restores from its checkpoint and finishes.
+    summary = train(dataclasses.replace(config, checkpoint=CheckpointConfig(every=0)), tmp_path, progress=False)
+    assert summary["resumed_from"] == 3 and summary["steps"] == 6 and not summary["preempted"]
+    assert [r["step"] for r in metric_rows(tmp_path)] == [0, 1, 2, 3, 4, 5, 6]
+
+
+def test_checkpoints_of_the_previous_format_are_named(tmp_path):
+    import shutil
+
+    config = quick_config(checkpoint=CheckpointConfig(every=1))
+    train(dataclasses.replace(config, steps=1), tmp_path, progress=False)
+    shutil.rmtree(tmp_path / "checkpoints")
+    old = Checkpointer(tmp_path / "checkpoints")  # r1zero 0.1: params and opt_state, counters in the meta
+    old.save(1, small_state(), None, {"progress": {"step": 1}, "versions": {"r1zero": "0.1.0"}})
+    old.close()
+    with pytest.raises(UserError, match="holds checkpoints of r1zero 0.1.0, whose train state this version cannot"):
+        train(config, tmp_path, progress=False)
+
+
 def small_state(value: float = 1.0):
     return {"params": {"w": jnp.full((4, 3), value), "b": jnp.arange(3.0)}, "opt_state": {"count": jnp.asarray(2)}}
 
@@ -99,18 +186,18 @@ def abstract(tree):
 def test_corrupted_newest_step_falls_back_with_a_warning(tmp_path, caplog):
     ckpt = Checkpointer(tmp_path, keep=5)
     for step in (1, 2):
-        ckpt.save(step, small_state(step), {"none": np.zeros(1)}, {"ref_is_base": True, "step": step})
+        ckpt.save(step, small_state(step), {"x": np.full(2, step)} if step == 2 else None, {"step": step})
     ckpt.wait()
     victims = [p for p in (tmp_path / "2").rglob("*") if p.is_file() and "state" in str(p) and p.stat().st_size > 0]
     for p in victims:
         p.write_bytes(b"garbage")  # truncated/unreadable data files
-    step, state, _, meta = ckpt.restore_latest(abstract(small_state()))
-    assert step == 1 and meta["step"] == 1 and float(state["params"]["w"][0, 0]) == 1.0
+    step, state, rollout, meta = ckpt.restore_latest(abstract(small_state()))
+    assert step == 1 and meta["step"] == 1 and float(state["params"]["w"][0, 0]) == 1.0 and rollout is None
     assert "checkpoint step 2" in caplog.text and "unusable" in caplog.text
     for p in (tmp_path / "1").rglob("*"):
         if p.is_file() and "state" in str(p):
             p.write_bytes(b"garbage")
-    with pytest.raises(RuntimeError, match=r"no usable checkpoint .*step 2: .*step 1: "):
+    with pytest.raises(UserError, match=r"no usable checkpoint .*step 2: .*step 1: "):
         ckpt.restore_latest(abstract(small_state()))
     ckpt.close()
 
@@ -119,11 +206,10 @@ def test_nonfinite_parameters_are_never_saved_and_retention_keeps_last_and_best(
     ckpt = Checkpointer(tmp_path, keep=2, best_metric="eval/acc")
     bad = small_state()
     bad["params"]["w"] = bad["params"]["w"].at[0, 0].set(jnp.nan)
-    assert not ckpt.save(1, bad, {"none": np.zeros(1)}, {"ref_is_base": True})
+    assert not ckpt.save(1, bad, None, {})
     for step, acc in ((2, 0.9), (3, 0.1), (4, 0.2), (5, 0.3)):
-        assert ckpt.save(step, small_state(step), {"none": np.zeros(1)},
-                         {"ref_is_base": True, "progress": {}, "end_eval": {"eval/acc": acc}})
-    ckpt.save(6, small_state(6), {"none": np.zeros(1)}, {"ref_is_base": True, "end_eval": {"eval/acc": 0.0}})
+        assert ckpt.save(step, small_state(step), None, {"end_eval": {"eval/acc": acc}})
+    ckpt.save(6, small_state(6), None, {"end_eval": {"eval/acc": 0.0}})
     ckpt.close()
     assert Checkpointer(tmp_path).steps() == [2, 5, 6]  # the best (2) and the last two
 
@@ -142,7 +228,7 @@ cfg = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layer
 d = tempfile.mkdtemp()
 src = create_model(cfg, make_mesh(MeshConfig(2, 4, 1)), seed=3)
 params = nnx.state(src, nnx.Param)
-ck = Checkpointer(d); ck.save(1, {"params": params, "opt_state": {}}, {"none": np.zeros(1)}, {"ref_is_base": True}); ck.close()
+ck = Checkpointer(d); ck.save(1, {"params": params, "opt_state": {}}, None, {}); ck.close()
 ok = []
 for mc, devs in ((MeshConfig(8, 1, 1), None), (MeshConfig(1, 1, 1), jax.devices()[:1])):
     mesh = make_mesh(mc, devs)

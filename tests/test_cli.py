@@ -52,6 +52,27 @@ def test_info_counts_parameters_like_transformers(qwen2_dir, llama_dir, capsys):
 def test_errors_are_one_clear_line(tmp_path, capsys):
     code, _, err = run_cli(capsys, "info", "--model", str(tmp_path / "missing"))
     assert code == 2 and "does not exist" in err and "Traceback" not in err
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{not json")
+    code, _, err = run_cli(capsys, "train", "--workdir", str(tmp_path / "run"))
+    assert code == 2 and "config.json: not valid JSON" in err
+
+
+def test_anything_but_a_user_error_keeps_its_traceback(monkeypatch, capsys):
+    """Out of memory, compile failures and internal errors are not the user's input: they propagate."""
+    import jax
+
+    from r1zero import cli
+
+    def out_of_memory(args):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 1099511627776 bytes")
+
+    monkeypatch.setattr(cli, "_info", out_of_memory)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="RESOURCE_EXHAUSTED"):
+        cli.main(["info", "--model", "x"])
+    monkeypatch.setattr(cli, "_info", lambda args: [][1])
+    with pytest.raises(IndexError):
+        cli.main(["info", "--model", "x"])
 
 
 @pytest.mark.slow

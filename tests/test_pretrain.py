@@ -59,6 +59,11 @@ def test_pretrain_command_writes_a_loadable_base(tmp_path, capsys):
     assert [tok.decode([i]) for i in tok.encode("<think>7*8</think>")] == ["<think>", "7", "*", "8", "</think>"]
     loss = corpus_loss(model, tok, from_dict(PretrainConfig, recipe["config"]))
     assert loss == pytest.approx(recipe["eval_loss"], rel=1e-5)
+    from r1zero import pretrain as pretrain_mod
+
+    compiled = pretrain_mod._lm_loss._cache_size()
+    assert corpus_loss(model, tok, from_dict(PretrainConfig, recipe["config"])) == loss
+    assert pretrain_mod._lm_loss._cache_size() == compiled  # the same program again, not a new jit
 
 
 def test_shipped_base_scores_its_corpus_at_the_recorded_loss():

@@ -18,7 +18,7 @@ from scipy import stats
 
 from r1zero.config import ModelConfig, SamplingConfig
 from r1zero.models import hf, per_token_logprobs, positions_from_mask
-from r1zero.sampler import _inverse_cdf, _stop_hit, sample, sample_tokens
+from r1zero.sampler import Samples, _inverse_cdf, _stop_hit, bucket, sample, sample_tokens
 from r1zero.tokenizer import Tokenizer
 from tests.conftest import hf_logits
 
@@ -230,6 +230,54 @@ def test_length_finish_and_prompt_limits(setup):
     assert s.prompt_tokens.shape[1] == 8
     np.testing.assert_array_equal(s.prompt_tokens[1], tok.encode(long_prompt)[-8:])
     assert s.finish_reason == ["length", "length"] and s.completion_mask.all()
+
+
+def handmade_samples(P, G, Lp, first_token, truncated_P=None):
+    """P prompts x G rows whose every array encodes (row, position) so a wrong pick shows."""
+    B, N = P * G, 3
+    rows = np.arange(B)[:, None]
+    return Samples(
+        prompt_tokens=first_token + 100 * rows + np.arange(Lp), prompt_mask=np.ones((B, Lp), bool),
+        completion_tokens=first_token + 100 * rows + 50 + np.arange(N), completion_mask=np.arange(N) < rows % 3 + 1,
+        logprobs=-(first_token + rows + np.arange(N) / 10.0), finish_reason=[f"r{first_token + r}" for r in range(B)],
+        group_ids=np.repeat(np.arange(P), G), texts=[f"t{first_token + r}" for r in range(B)], decode_steps=Lp,
+        prompt_truncated=np.repeat(np.zeros(P, bool) if truncated_P is None else np.asarray(truncated_P), G))
+
+
+def test_a_model_made_without_a_mesh_samples_like_one_on_a_mesh(setup):
+    from flax import nnx
+
+    model, tok, _ = setup
+    graphdef, state = nnx.split(model)
+    plain = nnx.merge(graphdef, jax.tree.map(np.asarray, state))  # host arrays: no sharding, no mesh
+    assert not hasattr(jax.tree.leaves(nnx.state(plain))[0], "sharding")
+    config = SamplingConfig(max_new_tokens=6, eos_ids=())
+    a, b = (sample(m, PROMPTS, jax.random.key(2), config, tok) for m in (model, plain))
+    np.testing.assert_array_equal(a.completion_tokens, b.completion_tokens)
+    np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
+
+
+def test_buckets_are_powers_of_two_from_the_smallest_and_capped():
+    assert [bucket(n, 8, 100) for n in (1, 8, 9, 33, 64, 65, 1000)] == [8, 8, 16, 64, 64, 100, 100]
+    assert bucket(17, 16, 256) == 32
+
+
+def test_samples_take_whole_groups_and_concat_with_left_padding():
+    a = handmade_samples(P=3, G=2, Lp=4, first_token=1000, truncated_P=[False, True, True])
+    b = handmade_samples(P=2, G=2, Lp=2, first_token=2000, truncated_P=[True, False])
+    assert a.num_truncated_prompts == 2 and b.num_truncated_prompts == 1
+    part = a.take(np.asarray([4, 5, 0, 1]))  # group 2, then group 0
+    assert part.texts == ["t1004", "t1005", "t1000", "t1001"] and part.finish_reason[0] == "r1004"
+    assert list(part.group_ids) == [0, 0, 1, 1] and part.num_truncated_prompts == 1
+    np.testing.assert_array_equal(part.completion_tokens[:, 0], 1000 + 100 * np.asarray([4, 5, 0, 1]) + 50)
+    both = Samples.concat([part, b])
+    assert both.prompt_tokens.shape == (8, 4) and both.decode_steps == 4
+    np.testing.assert_array_equal(both.prompt_tokens[4:, :2], 0)  # b's prompts left-padded to a's bucket
+    np.testing.assert_array_equal(both.prompt_mask[4:], [[False, False, True, True]] * 4)
+    np.testing.assert_array_equal(both.prompt_tokens[4:, 2:], b.prompt_tokens)
+    np.testing.assert_array_equal(both.logprobs, np.concatenate([part.logprobs, b.logprobs]))
+    assert list(both.group_ids) == [0, 0, 1, 1, 2, 2, 3, 3] and both.num_truncated_prompts == 2
+    assert both.texts == part.texts + b.texts and both.finish_reason == part.finish_reason + b.finish_reason
 
 
 # ---------------------------------------------------------------------------------------------------

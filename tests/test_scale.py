@@ -72,8 +72,8 @@ def _meshes() -> dict:
     from r1zero.config import MeshConfig, ModelConfig, OptimConfig, SamplingConfig
     from r1zero.models import create_model
     from r1zero.sampler import sample
-    from r1zero.sharding import make_mesh
-    from r1zero.train import init_training, shard_batch
+    from r1zero.sharding import make_mesh, rows_to_global
+    from r1zero.train import init_training
     from tests.test_train import make_batch, tiny_config
 
     model_cfg = ModelConfig(vocab_size=40, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=8,
@@ -105,7 +105,7 @@ def _meshes() -> dict:
         total = sum(x.nbytes for x in jax.tree.leaves((params, opt_state)))
         replicated_large = [str(k) for k, v in nnx.to_flat_state(params)
                             if v.get_value().sharding.is_fully_replicated and v.get_value().size > 0.01 * total / 4]
-        params, opt_state, stats = step(params, opt_state, shard_batch(batch, mesh))
+        params, opt_state, stats = step(params, opt_state, rows_to_global(batch, mesh, axis=1))
         host = [np.asarray(x) for x in jax.tree.leaves(params)]
         ref_params = ref_params or host
         out[str(shape)] = {
@@ -125,8 +125,8 @@ def _two_process_step(process_id: str, port: str) -> dict:
 
     from r1zero.config import MeshConfig, OptimConfig
     from r1zero.models import create_model
-    from r1zero.sharding import make_mesh
-    from r1zero.train import init_training, shard_batch
+    from r1zero.sharding import make_mesh, rows_to_global
+    from r1zero.train import init_training
     from tests.test_train import TINY, make_batch, tiny_config
 
     config = tiny_config(optim=OptimConfig(learning_rate=1e-2, eps=1.0, max_grad_norm=1e9))
@@ -135,7 +135,7 @@ def _two_process_step(process_id: str, port: str) -> dict:
     graphdef, params, rest, opt_state, step = init_training(model, config, mesh)
     full = make_batch(0, B=8)
     mine = {k: v[:, 4 * int(process_id):4 * int(process_id) + 4] for k, v in full.items()}  # this host's rows
-    params, opt_state, stats = step(params, opt_state, shard_batch(mine, mesh))
+    params, opt_state, stats = step(params, opt_state, rows_to_global(mine, mesh, axis=1))
     return {"process": jax.process_index(), "processes": jax.process_count(),
             "loss": float(stats["loss"]), "grad_norm": float(stats["grad_norm"])}
 

@@ -61,6 +61,9 @@ def test_forward_on_8_fake_devices_matches_one_device():
     assert result["embed_spec"] == ["tensor", "fsdp"]
     assert result["q_shard_fraction"] == 0.25
     assert result["logprobs_sharded_rows"] == 1  # batch 4 over data x fsdp = 4: one row per shard
+    # The one row layout: split over data x fsdp where the rows divide, whole on every device where not.
+    assert result["rows_shard_shapes"] == {"even": [2, 6], "odd": [3, 6], "axis1": [2, 2, 3]}
+    assert result["rows_round_trip"] and result["rows_constrained_in_jit"] == [2, 4]
 
 
 def _check_on_mesh() -> dict:
@@ -70,8 +73,8 @@ def _check_on_mesh() -> dict:
     from flax import nnx
 
     from r1zero.config import ModelConfig
-    from r1zero.models import create_model, jit_logprobs, positions_from_mask, to_host_arrays
-    from r1zero.sharding import make_mesh
+    from r1zero.models import create_model, logprob_pass, positions_from_mask, to_host_arrays
+    from r1zero.sharding import make_mesh, rows_to_global
 
     config = ModelConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_layers=2,
                          num_heads=4, num_kv_heads=2, head_dim=8, qkv_bias=True)
@@ -85,8 +88,9 @@ def _check_on_mesh() -> dict:
         with jax.set_mesh(mesh):
             model = create_model(config, mesh, seed=0)
             logits = nnx.jit(lambda m, t, p, k: m(t, p, k)[0])(model, tokens, positions_from_mask(mask), mask)
-            fn, _, state = jit_logprobs(model, mesh, temperature=0.7, chunk_tokens=8)
-            logp, _ = fn(state, tokens, mask)
+            graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+            fn = logprob_pass(graphdef, rest, mesh, temperature=0.7, chunk_tokens=8)
+            logp = fn(params, *rows_to_global((np.asarray(tokens), np.asarray(mask)), mesh))
         results.append((model, np.asarray(logits), np.asarray(logp), logp))
 
     (m1, l1, p1, _), (m8, l8, p8, logp8) = results
@@ -100,7 +104,27 @@ def _check_on_mesh() -> dict:
     out["embed_spec"] = list(m8.embed[...].sharding.spec)
     out["q_shard_fraction"] = q.addressable_shards[0].data.size / q.size
     out["logprobs_sharded_rows"] = logp8.addressable_shards[0].data.shape[0]
+    out.update(_rows_layout(make_mesh(MeshConfig(2, 2, 2))))
     return out
+
+
+def _rows_layout(mesh) -> dict:
+    """Rows per device for batches that do and do not divide over data x fsdp = 4, and round trips."""
+    import jax
+    import numpy as np
+
+    from r1zero.sharding import constrain_rows, rows_to_global, rows_to_local
+
+    host = {"even": np.arange(48).reshape(8, 6), "odd": np.arange(18).reshape(3, 6),
+            "axis1": np.arange(48).reshape(2, 8, 3)}
+    placed = {**rows_to_global({k: host[k] for k in ("even", "odd")}, mesh),
+              "axis1": rows_to_global(host["axis1"], mesh, axis=1)}
+    back = {**rows_to_local({k: placed[k] for k in ("even", "odd")}, mesh),
+            "axis1": rows_to_local(placed["axis1"], mesh, axis=1)}
+    inside = jax.jit(lambda x: constrain_rows(x * 2, mesh))(np.ones((8, 4)))
+    return {"rows_shard_shapes": {k: list(v.addressable_shards[0].data.shape) for k, v in placed.items()},
+            "rows_round_trip": all(np.array_equal(back[k], host[k]) for k in host),
+            "rows_constrained_in_jit": list(inside.addressable_shards[0].data.shape)}
 
 
 if __name__ == "__main__":

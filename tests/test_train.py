@@ -11,6 +11,7 @@ import pytest
 
 from r1zero import train as train_mod
 from r1zero.config import GRPOConfig, MeshConfig, ModelConfig, OptimConfig, SamplingConfig, TaskConfig, TrainConfig
+from r1zero.errors import UserError
 from r1zero.models import create_model
 from r1zero.sharding import make_mesh
 
@@ -93,6 +94,40 @@ def test_normal_step_changes_parameters_and_skips_leave_everything_untouched():
     assert bool(stats["applied"])
     assert any(not np.array_equal(a, b) for a, b in zip(host(params), before_p))
     assert any(not np.array_equal(a, b) for a, b in zip(host(opt_state), before_o))
+
+
+def test_the_step_donates_parameters_and_optimizer_state():
+    """Both loops build their step with optim.jit_update: the old buffers are reused in place."""
+    params, opt_state, step = fresh_state(tiny_config())
+    new_params, new_opt, _ = step(params, opt_state, make_batch(0))
+    assert all(x.is_deleted() for x in jax.tree.leaves((params, opt_state)))
+    assert not any(x.is_deleted() for x in jax.tree.leaves((new_params, new_opt)))
+
+
+def test_random_streams_never_collide():
+    keys = [train_mod.stream_key(0, "eval")] + [train_mod.stream_key(0, "rollout", r) for r in range(500)]
+    data = {tuple(np.asarray(jax.random.key_data(k)).tolist()) for k in keys}
+    assert len(data) == len(keys)
+    assert np.array_equal(jax.random.key_data(train_mod.stream_key(0, "rollout", 3)),
+                          jax.random.key_data(jax.random.fold_in(jax.random.key(0), 5)))  # the table: 2 + r
+
+
+def test_resume_rule_names_what_changed_and_records_harmless_changes(tmp_path):
+    from r1zero.config import to_dict
+
+    config = tiny_config(optim=OptimConfig(learning_rate=3e-3, schedule="cosine"))
+    (tmp_path / "config.json").write_text(json.dumps(to_dict(config)))
+    before = (tmp_path / "config.json").read_text()
+    for changed, key in ((dict(seed=1), "seed"), (dict(steps=60), "steps"),  # cosine decays to the last step
+                         (dict(optim=OptimConfig(learning_rate=1.0, schedule="cosine")), "optim.learning_rate")):
+        with pytest.raises(UserError, match=rf"different config \(changed: {key}\)"):
+            train_mod.train(dataclasses.replace(config, **changed), tmp_path, progress=False)
+    assert (tmp_path / "config.json").read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.json"]  # refused before anything was written
+    train_mod.check_resume(dataclasses.replace(config, eval_every=7, log_completions=2), tmp_path)
+    assert json.loads((tmp_path / "overrides.jsonl").read_text()) == {"eval_every": 7, "log_completions": 2}
+    constant = tiny_config()
+    assert "steps" in train_mod.resumable_fields(constant) and "steps" not in train_mod.resumable_fields(config)
 
 
 def test_first_minibatch_logprobs_agree_with_the_sampler(tmp_path):

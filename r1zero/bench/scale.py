@@ -34,8 +34,8 @@ def measure(size: str, batch: int, prompt_len: int, new_tokens: int) -> list[dic
     from r1zero.bench.rollout import SIZES
     from r1zero.config import MeshConfig, OptimConfig, SamplingConfig, TrainConfig
     from r1zero.models import create_model
-    from r1zero.sharding import make_mesh
-    from r1zero.train import init_training, shard_batch
+    from r1zero.sharding import make_mesh, rows_to_global
+    from r1zero.train import init_training
 
     model_cfg = SIZES[size]
     if jax.default_backend() != "cpu":
@@ -73,7 +73,7 @@ def measure(size: str, batch: int, prompt_len: int, new_tokens: int) -> list[dic
         b = {"tokens": np.zeros((1, batch, T), np.int32), "mask": np.ones((1, batch, T), bool),
              "loss_mask": np.ones((1, batch, T), bool), "old_logp": np.zeros((1, batch, T), np.float32),
              "adv": np.ones((1, batch), np.float32)}
-        ma = step.lower(params, opt_state, shard_batch(b, mesh)).compile().memory_analysis()
+        ma = step.lower(params, opt_state, rows_to_global(b, mesh, axis=1)).compile().memory_analysis()
         row["train_temp_mib"] = round(ma.temp_size_in_bytes / 2**20, 2)
         print(json.dumps(row), flush=True)
         rows.append(row)

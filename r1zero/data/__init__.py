@@ -11,6 +11,7 @@ from typing import Any
 
 from r1zero.config import TaskConfig
 from r1zero.data.templates import render
+from r1zero.errors import UserError
 
 
 def load_task(config: TaskConfig, seed: int, data_dir: str | Path, batch_size: int,
@@ -23,10 +24,10 @@ def load_task(config: TaskConfig, seed: int, data_dir: str | Path, batch_size: i
     b = _build(builders, config, seed, config.data_dir or data_dir)
     splits = b.info.splits
     if "train" not in splits:
-        raise ValueError(f"dataset {config.dataset!r} has no train split (splits: {sorted(splits)}); "
+        raise UserError(f"dataset {config.dataset!r} has no train split (splits: {sorted(splits)}); "
                          f"does it need task.path?")
     if config.eval_split not in splits:
-        raise ValueError(f"dataset {config.dataset!r} has no split {config.eval_split!r} (splits: {sorted(splits)})")
+        raise UserError(f"dataset {config.dataset!r} has no split {config.eval_split!r} (splits: {sorted(splits)})")
 
     def prepare(ex: dict) -> dict:
         return {**ex, "prompt": render(config.template, ex["question"], tokenizer_dir)}

@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 
 from r1zero.config import TaskConfig
 from r1zero.data import generators
+from r1zero.errors import MissingFileError, UserError
 
 VERSION = "1.0.0"
 
@@ -92,11 +93,11 @@ def builder(task: TaskConfig, seed: int, data_dir: str | Path) -> tfds.core.Gene
     name = task.dataset.split(":", 1)[0]
     cls = R1zeroReasoningGym if name == "reasoning_gym" else _BUILDERS.get(name)
     if cls is None:
-        raise ValueError(f"unknown dataset {task.dataset!r}; known: {sorted(_BUILDERS)} and reasoning_gym:<name>")
+        raise UserError(f"unknown dataset {task.dataset!r}; known: {sorted(_BUILDERS)} and reasoning_gym:<name>")
     if task.path:  # local files: their content is part of the identity of the build
         path = Path(task.path)
         if not path.exists():
-            raise FileNotFoundError(f"task.path {path} does not exist")
+            raise MissingFileError(f"task.path {path} does not exist")
     digest = hashlib.sha256(json.dumps([dataclasses.asdict(task), seed, _files_stamp(task.path)],
                                        sort_keys=True).encode()).hexdigest()[:16]
     config = TaskBuilderConfig(name=f"c{digest}", task=task, seed=seed)

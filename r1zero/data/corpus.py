@@ -29,6 +29,7 @@ import numpy as np
 
 from r1zero.config import CorpusConfig
 from r1zero.data.templates import DIALOGUE  # tagged documents are written in the RL prompt's form
+from r1zero.errors import UserError
 
 KINDS = ("direct", "worked", "self_check")
 # Every character the corpus and the multiplication prompts use; the tokenizer is one token per
@@ -148,7 +149,7 @@ def pack(docs: Iterator[list[int]], rows: int, seq_len: int, eos_id: int, pad_id
     for ids in docs:
         ids = list(ids) + [eos_id]
         if len(ids) > seq_len:
-            raise ValueError(f"a document of {len(ids)} tokens does not fit in seq_len {seq_len}")
+            raise UserError(f"a document of {len(ids)} tokens does not fit in seq_len {seq_len}")
         if t + len(ids) > seq_len:
             r, t = r + 1, 0
             if r == rows:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from r1zero.config import TaskConfig
+from r1zero.errors import MissingFileError, UserError
 
 Example = dict[str, Any]
 
@@ -35,7 +36,7 @@ def example(id_: str, question: str, answer: Any, **meta) -> Example:
 
 def _split_held_out(examples: list[Example], test_size: int, seed: int) -> dict[str, list[Example]]:
     if not 0 < test_size < len(examples):
-        raise ValueError(f"eval_size must be between 1 and {len(examples) - 1}, got {test_size}")
+        raise UserError(f"eval_size must be between 1 and {len(examples) - 1}, got {test_size}")
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
     return {"test": [examples[i] for i in order[:test_size]], "train": [examples[i] for i in order[test_size:]]}
@@ -48,7 +49,7 @@ def _split_held_out(examples: list[Example], test_size: int, seed: int) -> dict[
 def digits(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
     """Every tuple of `difficulty` digits: "max 3 8 4 =" -> "8" (a one-token answer)."""
     if config.operation not in DIGIT_OPS:
-        raise ValueError(f"unknown digits operation {config.operation!r}; known: {sorted(DIGIT_OPS)}")
+        raise UserError(f"unknown digits operation {config.operation!r}; known: {sorted(DIGIT_OPS)}")
     rows = []
     for ds in itertools.product(range(10), repeat=config.difficulty):
         rows.append(example(f"digits-{config.operation}-{''.join(map(str, ds))}",
@@ -98,7 +99,7 @@ def countdown(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
 def arithmetic(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
     """Multi-digit `add`, `mul` or `chain` (a op b op c) problems with `difficulty` digits per operand."""
     if config.operation not in ("add", "mul", "chain"):
-        raise ValueError(f"unknown arithmetic operation {config.operation!r}; known: ['add', 'chain', 'mul']")
+        raise UserError(f"unknown arithmetic operation {config.operation!r}; known: ['add', 'chain', 'mul']")
     lo, hi = 10 ** (config.difficulty - 1) if config.difficulty > 1 else 0, 10**config.difficulty - 1
     out, seen = {}, set()
     for split, size in (("test", config.eval_size), ("train", config.train_size)):
@@ -145,7 +146,7 @@ def multiply(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
             row = example(f"multiply-{a}x{b}", corpus.QUESTION.format(a=a, b=b), a * b, a=a, b=b)
             out["test" if corpus.is_held_out(a, b) else "train"].append(row)
     if not 0 < config.eval_size <= len(out["test"]):
-        raise ValueError(f"multiply with difficulty {config.difficulty} holds out {len(out['test'])} pairs; "
+        raise UserError(f"multiply with difficulty {config.difficulty} holds out {len(out['test'])} pairs; "
                          f"eval_size must be between 1 and that, got {config.eval_size}")
     out["test"] = sorted(out["test"], key=lambda r: hashlib.sha256(r["id"].encode()).digest())[:config.eval_size]
     random.Random(seed).shuffle(out["train"])
@@ -155,7 +156,7 @@ def multiply(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
 def gsm8k_answer(solution: str, where: str) -> str:
     m = _GSM_ANSWER.search(solution)
     if not m:
-        raise ValueError(f"{where}: the solution has no '#### answer' line")
+        raise UserError(f"{where}: the solution has no '#### answer' line")
     return m.group(1).replace(",", "").strip()
 
 
@@ -176,7 +177,7 @@ def gsm8k(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
     test_ids = order[:config.eval_size]
     train_ids = [i for i in order[config.eval_size:] if templates[i].id_orig not in GSM8K_SLOW_TEMPLATES]
     if not train_ids:
-        raise ValueError(f"eval_size {config.eval_size} leaves no GSM8K template for training")
+        raise UserError(f"eval_size {config.eval_size} leaves no GSM8K template for training")
     test = [example(f"gsm8k-orig-{templates[i].id_orig}", templates[i].question.strip(),
                     gsm8k_answer(templates[i].answer, f"template {templates[i].id_orig}"),
                     solution=templates[i].answer.strip(), template=templates[i].id_orig) for i in test_ids]
@@ -214,7 +215,7 @@ def math(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
             for where, row in read_table(Path(config.path), split, ("problem", "solution")):
                 answer = row.get("answer") or last_boxed(row["solution"])
                 if not answer:
-                    raise ValueError(f"{where}: no 'answer' field and no \\boxed{{}} in the solution")
+                    raise UserError(f"{where}: no 'answer' field and no \\boxed{{}} in the solution")
                 rows.append(example(f"math-{split}-{len(rows)}", row["problem"], answer, solution=row["solution"]))
             out[split] = rows
     import champ_dataset
@@ -235,7 +236,7 @@ def reasoning_gym(name: str, config: TaskConfig, seed: int) -> dict[str, list[Ex
         test = reasoning_gym.create_dataset(name, size=config.eval_size, seed=seed + 1_000_003)
     except (ValueError, KeyError) as e:
         known = sorted(reasoning_gym.factory.DATASETS)
-        raise ValueError(f"unknown reasoning_gym dataset {name!r} ({e}); known: {known}") from None
+        raise UserError(f"unknown reasoning_gym dataset {name!r} ({e}); known: {known}") from None
     held_out = {x["question"] for x in test}
 
     def rows(ds, split):
@@ -264,7 +265,7 @@ def jsonl(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
 
 def read_jsonl(path: Path, required: tuple[str, ...]) -> Iterable[tuple[int, dict]]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise MissingFileError(f"{path} does not exist")
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
@@ -272,16 +273,16 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> Iterable[tuple[int, dic
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
+                raise UserError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
             missing = [k for k in required if not isinstance(row, dict) or k not in row]
             if missing:
-                raise ValueError(f"{path}:{line_no}: missing field(s) {missing}")
+                raise UserError(f"{path}:{line_no}: missing field(s) {missing}")
             yield line_no, row
 
 
 def read_table(directory: Path, split: str, required: tuple[str, ...]) -> Iterable[tuple[str, dict]]:
     if not directory.is_dir():
-        raise FileNotFoundError(f"manual_dir {directory} does not exist")
+        raise MissingFileError(f"manual_dir {directory} does not exist")
     if (directory / f"{split}.jsonl").is_file():
         for line_no, row in read_jsonl(directory / f"{split}.jsonl", required):
             yield f"{directory / split}.jsonl:{line_no}", row
@@ -292,10 +293,10 @@ def read_table(directory: Path, split: str, required: tuple[str, ...]) -> Iterab
         for i, row in enumerate(table):
             missing = [k for k in required if k not in row]
             if missing:
-                raise ValueError(f"{directory / split}.parquet row {i}: missing field(s) {missing}")
+                raise UserError(f"{directory / split}.parquet row {i}: missing field(s) {missing}")
             yield f"{directory / split}.parquet row {i}", row
     else:
-        raise FileNotFoundError(f"{directory} has neither {split}.jsonl nor {split}.parquet")
+        raise MissingFileError(f"{directory} has neither {split}.jsonl nor {split}.parquet")
 
 
 GENERATORS = {"digits": digits, "countdown": countdown, "arithmetic": arithmetic, "multiply": multiply,
@@ -309,11 +310,11 @@ def generate(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
         out = reasoning_gym(name.split(":", 1)[1], config, seed)
     elif name in GENERATORS:
         if name == "jsonl" and not config.path:
-            raise ValueError("dataset 'jsonl' needs task.path")
+            raise UserError("dataset 'jsonl' needs task.path")
         out = GENERATORS[name](config, seed)
     else:
-        raise ValueError(f"unknown dataset {name!r}; known: {sorted(GENERATORS)} and reasoning_gym:<name>")
+        raise UserError(f"unknown dataset {name!r}; known: {sorted(GENERATORS)} and reasoning_gym:<name>")
     for split, rows in out.items():
         if not rows:
-            raise ValueError(f"dataset {name!r}: the {split} split is empty")
+            raise UserError(f"dataset {name!r}: the {split} split is empty")
     return out

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Sequence
 
+from r1zero.errors import UserError
+
 Example = dict[str, Any]
 
 
@@ -31,7 +33,7 @@ class PromptIterator:
         import grain
 
         if len(source) == 0:
-            raise ValueError("the training split is empty")
+            raise UserError("the training split is empty")
         if process_index is None or process_count is None:
             import jax
 
@@ -67,5 +69,5 @@ class PromptIterator:
 
     def set_state(self, state: dict[str, Any]) -> None:
         if int(state["seed"]) != self.seed:
-            raise ValueError(f"data iterator state is for seed {state['seed']}, this run has seed {self.seed}")
+            raise UserError(f"data iterator state is for seed {state['seed']}, this run has seed {self.seed}")
         self._start(int(state["position"]))

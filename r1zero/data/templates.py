@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from r1zero.errors import UserError
+
 R1ZERO = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
     "The assistant first thinks about the reasoning process in the mind and then provides the user with "
@@ -29,7 +31,7 @@ def render(template: str, question: str, tokenizer_dir: str | Path | None = None
         return render_chat(tokenizer_dir, question)
     text = TEMPLATES.get(template, template)
     if "{prompt}" not in text:
-        raise ValueError(f"template {template!r} is neither a known template ({sorted(TEMPLATES) + ['chat']}) "
+        raise UserError(f"template {template!r} is neither a known template ({sorted(TEMPLATES) + ['chat']}) "
                          f"nor a string with a {{prompt}} slot")
     return text.format(prompt=question)
 
@@ -37,7 +39,7 @@ def render(template: str, question: str, tokenizer_dir: str | Path | None = None
 def render_chat(tokenizer_dir: str | Path | None, question: str) -> str:
     """The chat template of tokenizer_config.json (or chat_template.jinja), rendered in a sandbox."""
     if tokenizer_dir is None:
-        raise ValueError("template 'chat' needs a model directory with a chat template")
+        raise UserError("template 'chat' needs a model directory with a chat template")
     d = Path(tokenizer_dir)
     source = None
     if (d / "chat_template.jinja").is_file():
@@ -45,13 +47,13 @@ def render_chat(tokenizer_dir: str | Path | None, question: str) -> str:
     elif (d / "tokenizer_config.json").is_file():
         source = json.loads((d / "tokenizer_config.json").read_text()).get("chat_template")
     if not source:
-        raise ValueError(f"template 'chat': {d} has no chat template (tokenizer_config.json or chat_template.jinja)")
+        raise UserError(f"template 'chat': {d} has no chat template (tokenizer_config.json or chat_template.jinja)")
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
 
     def raise_exception(message):
-        raise ValueError(f"chat template: {message}")
+        raise UserError(f"chat template: {message}")
 
     env.globals["raise_exception"] = raise_exception
     return env.from_string(source).render(messages=[{"role": "user", "content": question}],

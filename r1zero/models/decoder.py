@@ -7,7 +7,8 @@ path unrolls them over per-layer slices taken once (`Decoder.blocks`), so no dec
 layer out of the stack.
 
 Shape letters: B batch, T new tokens, S cache slots, D model width, H query heads, K key/value
-heads, G = H / K query heads per KV head, Dh head width, F MLP width, V vocabulary, L layers.
+heads, N heads of either kind (rotary embedding), G = H / K query heads per KV head, Dh head width,
+F MLP width, V vocabulary, L layers.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Creating models already sharded on a mesh, and the jitted scoring function over split state.
+"""Creating models already sharded on a mesh, from random init or from host arrays.
 
 The idiom (from nanodo): build the model abstractly (`nnx.eval_shape`, no memory), read the
 shardings off its `axes` metadata, then materialise every parameter directly in its sharded layout
@@ -18,7 +18,6 @@ from jax.sharding import Mesh
 from r1zero import sharding
 from r1zero.config import ModelConfig
 from r1zero.models.decoder import Decoder
-from r1zero.models.logprobs import per_token_logprobs
 
 
 def abstract_model(config: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
@@ -87,20 +86,3 @@ def to_host_arrays(model: Decoder) -> dict:
             value = multihost_utils.process_allgather(value, tiled=True)
         node[key[-1]] = np.asarray(jax.device_get(value))
     return nested
-
-
-def jit_logprobs(model: Decoder, mesh: Mesh, temperature: float = 1.0, chunk_tokens: int = 4096):
-    """A jitted `fn(state, tokens_BxT, mask_BxT) -> (logp_BxT, entropy_BxT)` with explicit
-    shardings: the model state as created, the batch split over (`data`, `fsdp`).
-
-    Returns (fn, graphdef, state); call `fn(state, tokens, mask)`.
-    """
-    graphdef, state = nnx.split(model)
-    state_sh = jax.tree.map(lambda x: x.sharding, state)
-    batch_sh = sharding.batch_sharding(mesh, 2)
-
-    def fn(state, tokens_BxT, mask_BxT):
-        return per_token_logprobs(nnx.merge(graphdef, state), tokens_BxT, mask_BxT, temperature, chunk_tokens)
-
-    jitted = jax.jit(fn, in_shardings=(state_sh, batch_sh, batch_sh), out_shardings=(batch_sh, batch_sh))
-    return jitted, graphdef, state

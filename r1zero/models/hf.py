@@ -22,6 +22,7 @@ from safetensors.numpy import save_file
 
 from r1zero import sharding
 from r1zero.config import MeshConfig, ModelConfig, RopeScaling
+from r1zero.errors import MissingFileError, UserError
 from r1zero.models.decoder import Decoder
 from r1zero.models.factory import model_from_arrays, to_host_arrays
 
@@ -46,11 +47,11 @@ def read_config(model_dir: str | os.PathLike, param_dtype: str | None = None,
     hf = json.loads(path.read_text())
     arch = _architecture(hf, path)
     if hf.get("use_sliding_window"):
-        raise ValueError(f"{path}: use_sliding_window=true is not supported")
+        raise UserError(f"{path}: use_sliding_window=true is not supported")
     if hf.get("mlp_bias"):
-        raise ValueError(f"{path}: mlp_bias=true is not supported")
+        raise UserError(f"{path}: mlp_bias=true is not supported")
     if hf.get("hidden_act", "silu") != "silu":
-        raise ValueError(f"{path}: hidden_act {hf['hidden_act']!r} is not supported (only silu)")
+        raise UserError(f"{path}: hidden_act {hf['hidden_act']!r} is not supported (only silu)")
     heads = hf["num_attention_heads"]
     default_dtype = "float32" if jax.default_backend() == "cpu" else hf.get("dtype", hf.get("torch_dtype", "float32"))
     attention_bias = bool(hf.get("attention_bias", False))
@@ -83,7 +84,7 @@ def _architecture(hf: dict, path: Path) -> str:
             return ARCHITECTURES[a]
     if not archs and hf.get("model_type") in _HF_NAMES:
         return hf["model_type"]
-    raise ValueError(
+    raise UserError(
         f"{path}: unsupported model (architectures={archs}, model_type={hf.get('model_type')!r}); "
         f"supported: {sorted(ARCHITECTURES)}"
     )
@@ -99,7 +100,7 @@ def _rope(hf: dict, path: Path) -> tuple[float, RopeScaling | None]:
     if kind == "default":
         return theta, None
     if kind != "llama3":
-        raise ValueError(f"{path}: rope type {kind!r} is not supported (default or llama3)")
+        raise UserError(f"{path}: rope type {kind!r} is not supported (default or llama3)")
     return theta, RopeScaling(
         factor=float(params["factor"]),
         low_freq_factor=float(params["low_freq_factor"]),
@@ -169,10 +170,10 @@ def hf_to_arrays(tensors: Mapping[str, Any], c: ModelConfig, source: str = "chec
 
     def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
         if name not in tensors:
-            raise ValueError(f"{source}: missing tensor {name!r}")
+            raise UserError(f"{source}: missing tensor {name!r}")
         w = tensors[name]
         if tuple(w.shape) != shape:
-            raise ValueError(f"{source}: tensor {name!r} has shape {tuple(w.shape)}, expected {shape}")
+            raise UserError(f"{source}: tensor {name!r} has shape {tuple(w.shape)}, expected {shape}")
         used.add(name)
         return np.asarray(w[...])
 
@@ -185,7 +186,7 @@ def hf_to_arrays(tensors: Mapping[str, Any], c: ModelConfig, source: str = "chec
     ignorable = {"lm_head.weight"} if c.tie_embeddings else set()
     extra = sorted(n for n in tensors if n not in used and n not in ignorable and "rotary_emb.inv_freq" not in n)
     if extra:
-        raise ValueError(f"{source}: unexpected tensors {extra[:5]}{' ...' if len(extra) > 5 else ''}")
+        raise UserError(f"{source}: unexpected tensors {extra[:5]}{' ...' if len(extra) > 5 else ''}")
     return out
 
 
@@ -218,11 +219,11 @@ def _get(tree: dict, path: tuple[str, ...]) -> Any:
 
 def _require_file(model_dir: Path, name: str) -> Path:
     if not model_dir.is_dir():
-        raise FileNotFoundError(f"model directory {model_dir} does not exist")
+        raise MissingFileError(f"model directory {model_dir} does not exist")
     path = model_dir / name
     if not path.is_file():
         found = sorted(p.name for p in model_dir.iterdir())
-        raise FileNotFoundError(f"{path} is missing (the directory holds {found})")
+        raise MissingFileError(f"{path} is missing (the directory holds {found})")
     return path
 
 
@@ -256,7 +257,7 @@ def open_safetensors(model_dir: str | os.PathLike) -> _LazyTensors:
     """All tensors of model.safetensors or of the shards named by model.safetensors.index.json."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
-        raise FileNotFoundError(f"model directory {model_dir} does not exist")
+        raise MissingFileError(f"model directory {model_dir} does not exist")
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
         weight_map = json.loads(index.read_text())["weight_map"]
@@ -265,14 +266,14 @@ def open_safetensors(model_dir: str | os.PathLike) -> _LazyTensors:
         files = ["model.safetensors"]
     else:
         found = sorted(p.name for p in model_dir.iterdir())
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{model_dir} has neither model.safetensors nor model.safetensors.index.json (found {found})"
         )
     handles = {}
     for f in files:
         path = model_dir / f
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing (named by {index.name})")
+            raise MissingFileError(f"{path} is missing (named by {index.name})")
         handle = safe_open(str(path), framework="np")
         handles.update({name: handle for name in handle.keys()})
     return _LazyTensors(handles)
@@ -313,11 +314,11 @@ def hf_config_dict(c: ModelConfig, eos_token_id=None, bos_token_id=None) -> dict
         d["rope_scaling"] = {"rope_type": "llama3", **vars(c.rope_scaling)}
     if c.architecture == "llama":
         if c.qkv_bias != c.o_bias:
-            raise ValueError("Llama checkpoints bias q/k/v and o together (attention_bias)")
+            raise UserError("Llama checkpoints bias q/k/v and o together (attention_bias)")
         d["attention_bias"] = c.o_bias
         d["mlp_bias"] = False
     elif not c.qkv_bias or c.o_bias:
-        raise ValueError("Qwen2 checkpoints have q/k/v bias and no o bias")
+        raise UserError("Qwen2 checkpoints have q/k/v bias and no o bias")
     if eos_token_id is not None:
         d["eos_token_id"] = eos_token_id
     if bos_token_id is not None:

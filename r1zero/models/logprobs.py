@@ -4,14 +4,22 @@ log p(token_t | tokens_<t) under the full softmax of logits / temperature. Logit
 materialised for the whole batch: the time axis is cut into chunks, each chunk's float32 logits are
 reduced to (log-prob, entropy) and dropped, and the chunk is recomputed in the backward pass
 (`jax.checkpoint`), so temporary memory is O(B * chunk * V), not O(B * T * V).
+
+Shape letters: B rows, T tokens, D model width, V vocabulary, U chunks of C positions each
+(U * C >= T: the time axis padded to whole chunks).
 """
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
+from r1zero.errors import UserError
 from r1zero.models.decoder import Decoder, positions_from_mask
+from r1zero.sharding import constrain_rows
 
 
 def per_token_logprobs(
@@ -30,7 +38,7 @@ def per_token_logprobs(
     chunk_tokens: about how many (row, position) pairs get logits at once (memory B*chunk*V*4 bytes).
     """
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0 for log-probabilities, got {temperature}")
+        raise UserError(f"temperature must be > 0 for log-probabilities, got {temperature}")
     mask_BxT = mask_BxT.astype(bool)
     if positions_BxT is None:
         positions_BxT = positions_from_mask(mask_BxT)
@@ -51,13 +59,10 @@ def logprobs_from_hidden(
     """Log-prob of targets[:, t] and entropy under softmax(logits(h[:, t]) / temperature), chunked
     over time; chunks keep the whole batch so a batch-sharded input stays sharded."""
     B, T, D = h_BxTxD.shape
-    chunk = max(1, min(T, chunk_tokens // B))
-    n_chunks = -(-T // chunk)
-    pad = n_chunks * chunk - T
-    h_BxPxD = jnp.pad(h_BxTxD, ((0, 0), (0, pad), (0, 0)))
-    t_BxP = jnp.pad(targets_BxT, ((0, 0), (0, pad)))
-    h_NxBxCxD = h_BxPxD.reshape(B, n_chunks, chunk, D).transpose(1, 0, 2, 3)
-    t_NxBxC = t_BxP.reshape(B, n_chunks, chunk).transpose(1, 0, 2)
+    C = max(1, min(T, chunk_tokens // B))
+    U = -(-T // C)
+    h_UxBxCxD = jnp.pad(h_BxTxD, ((0, 0), (0, U * C - T), (0, 0))).reshape(B, U, C, D).transpose(1, 0, 2, 3)
+    t_UxBxC = jnp.pad(targets_BxT, ((0, 0), (0, U * C - T))).reshape(B, U, C).transpose(1, 0, 2)
 
     @jax.checkpoint  # recompute the chunk's logits in the backward pass instead of storing them
     def one_chunk(args):
@@ -69,6 +74,21 @@ def logprobs_from_hidden(
         ent_BxC = lse_BxC - jnp.sum(p_BxCxV * z_BxCxV, axis=-1)
         return logp_BxC, ent_BxC
 
-    logp_NxBxC, ent_NxBxC = jax.lax.map(one_chunk, (h_NxBxCxD, t_NxBxC))
-    unchunk = lambda a: a.transpose(1, 0, 2).reshape(B, n_chunks * chunk)[:, :T]
-    return unchunk(logp_NxBxC), unchunk(ent_NxBxC)
+    logp_UxBxC, ent_UxBxC = jax.lax.map(one_chunk, (h_UxBxCxD, t_UxBxC))
+    unchunk = lambda a_UxBxC: a_UxBxC.transpose(1, 0, 2).reshape(B, U * C)[:, :T]
+    return unchunk(logp_UxBxC), unchunk(ent_UxBxC)
+
+
+def logprob_pass(graphdef: nnx.GraphDef, rest: Any, mesh, temperature: float = 1.0,
+                 chunk_tokens: int = 4096) -> Callable:
+    """jit(params, tokens_BxT, mask_BxT) -> logp_BxT for a model split into (graphdef, params,
+    rest): the trainer's reference and recomputed old log-probs. Place the rows with
+    `sharding.rows_to_global`; the log-probs come back split over (data, fsdp) the same way."""
+
+    @jax.jit
+    def fn(params, tokens_BxT, mask_BxT):
+        model = nnx.merge(graphdef, params, rest)
+        logp_BxT, _ = per_token_logprobs(model, tokens_BxT, mask_BxT, temperature, chunk_tokens)
+        return constrain_rows(logp_BxT, mesh)
+
+    return fn

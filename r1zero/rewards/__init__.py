@@ -15,6 +15,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from r1zero.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class Score:
@@ -46,7 +48,7 @@ def register(name: str):
 
 def get(name: str) -> RewardFn:
     if name not in REGISTRY:
-        raise ValueError(f"unknown reward {name!r}; known rewards: {sorted(REGISTRY)}")
+        raise UserError(f"unknown reward {name!r}; known rewards: {sorted(REGISTRY)}")
     return REGISTRY[name]
 
 
@@ -60,12 +62,28 @@ class Scored:
     parts: dict[str, np.ndarray]
     reasons: list[str]
 
+    def take(self, rows: np.ndarray) -> Scored:
+        """The rows at indices `rows`, in that order."""
+        return Scored(self.total[rows], self.valid[rows], {k: v[rows] for k, v in self.parts.items()},
+                      [self.reasons[i] for i in rows])
+
+    @staticmethod
+    def concat(parts: Sequence[Scored]) -> Scored:
+        """The rows of several batches (scored by the same rewards) one after another."""
+        return Scored(np.concatenate([s.total for s in parts]), np.concatenate([s.valid for s in parts]),
+                      {k: np.concatenate([s.parts[k] for s in parts]) for k in parts[0].parts},
+                      sum((s.reasons for s in parts), []))
+
 
 def score(completions: Sequence[str], examples: Sequence[dict], weights: dict[str, float],
-          context: Context = Context()) -> Scored:
-    """Weighted sum of the named rewards; a row any weighted reward could not score is invalid."""
+          context: Context = Context(), measure: Sequence[str] = ()) -> Scored:
+    """Weighted sum of the named rewards; a row any weighted reward could not score is invalid.
+    `measure`: more rewards computed for their values only (in `parts`; weight 0, so they change
+    neither the total nor validity), e.g. the accuracy check behind the metrics of a run that is
+    not rewarded for accuracy."""
     if len(completions) != len(examples):
         raise ValueError(f"{len(completions)} completions but {len(examples)} examples")
+    weights = {**weights, **{name: 0.0 for name in measure if name not in weights}}
     n = len(completions)
     total, valid, reasons, parts = np.zeros(n), np.ones(n, bool), [""] * n, {}
     for name, weight in weights.items():
@@ -78,6 +96,11 @@ def score(completions: Sequence[str], examples: Sequence[dict], weights: dict[st
                 reasons[i] = reasons[i] or f"{name}: {r.reason}"
         total += weight * np.nan_to_num(values)
     return Scored(total=np.where(valid, total, 0.0), valid=valid, parts=parts, reasons=reasons)
+
+
+def passed(values_B: np.ndarray) -> np.ndarray:
+    """[B] bool: which completions passed a 0/1 check (value 1; could-not-score counts as failed)."""
+    return np.nan_to_num(values_B) >= 1.0
 
 
 # Register the built-in rewards.

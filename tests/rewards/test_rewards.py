@@ -146,6 +146,29 @@ def test_weighted_sum_and_could_not_score():
         rewards.score(comps, exs, {"acc": 1.0})
 
 
+def test_measured_rewards_change_neither_total_nor_validity():
+    comps = ["<think>a</think><answer>3*5+7</answer>", "<answer>1</answer>", "<answer>3*5+7</answer>"]
+    exs = [dict(COUNTDOWN, prompt=""), dict(COUNTDOWN, prompt=""), {"prompt": "", "numbers": None}]
+    plain = rewards.score(comps, exs, {"format": 0.5})
+    measured = rewards.score(comps, exs, {"format": 0.5}, measure=("countdown", "format"))
+    np.testing.assert_array_equal(measured.total, plain.total)  # row 2 cannot be scored by countdown,
+    assert list(measured.valid) == [True, True, True]  # but countdown is only measured
+    assert list(measured.parts) == ["format", "countdown"] and measured.parts["countdown"][0] == 1.0
+    assert list(rewards.passed(measured.parts["countdown"])) == [True, False, False]  # 0.1 and NaN fail
+
+
+def test_scored_take_and_concat():
+    comps = ["<think>a</think><answer>3*5+7</answer>", "<answer>1</answer>", "<answer>3*5+7</answer>"]
+    exs = [dict(COUNTDOWN, prompt=""), dict(COUNTDOWN, prompt=""), {"prompt": "", "numbers": None}]
+    s = rewards.score(comps, exs, {"countdown": 1.0, "format": 0.5})
+    picked = s.take(np.asarray([2, 0]))
+    np.testing.assert_array_equal(picked.total, [0.0, 1.5])
+    assert list(picked.valid) == [False, True] and picked.reasons[0].startswith("countdown")
+    joined = rewards.Scored.concat([picked, s])
+    np.testing.assert_array_equal(joined.parts["format"], [0.0, 1.0, 1.0, 0.0, 0.0])
+    assert joined.reasons == picked.reasons + s.reasons and len(joined.total) == 5
+
+
 def test_random_reward_ignores_correctness_and_is_seeded():
     comps, exs = ["a", "b", "c", "d"] * 8, [{}] * 32
     a = [s.value for s in rewards.get("random")(comps, exs, Context(seed=1, step=3))]

@@ -1,0 +1,169 @@
+"""One rollout: prompts -> G completions each (sampler) -> rewards -> group-relative advantages, and
+the arrays the update trains on.
+
+Shape letters: P prompts per rollout, G samples per prompt, B = P * G rows (group-major), Lp prompt
+bucket, N completion bucket (the longest completion rounded up to a power of two), T = Lp + N,
+M minibatches per pass over the rollout, K micro-batches per minibatch, R rows per micro-batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator
+
+import jax
+import numpy as np
+
+from r1zero import grpo, rewards
+from r1zero.config import TrainConfig
+from r1zero.metrics import reflective_rates, text_stats
+from r1zero.models import Decoder
+from r1zero.sampler import Samples, bucket, sample
+from r1zero.tokenizer import Tokenizer
+
+
+@dataclasses.dataclass
+class Rollout:
+    """Completions with their rewards, rows group-major."""
+
+    samples: Samples
+    examples: list[dict]  # the example of each row
+    scored: rewards.Scored  # total_B: the reward the advantages use (with the overlong penalty)
+    adv: np.ndarray | None = None  # [B] once assembled
+    zero_std_frac: float = 0.0  # share of the first round's groups whose rewards were all equal
+    tries: int = 1  # sampling rounds it took (dynamic sampling)
+
+    def take(self, rows: np.ndarray) -> Rollout:
+        return Rollout(self.samples.take(rows), [self.examples[i] for i in rows], self.scored.take(rows))
+
+    @staticmethod
+    def concat(parts: list[Rollout]) -> Rollout:
+        return Rollout(Samples.concat([r.samples for r in parts]), sum((r.examples for r in parts), []),
+                       rewards.Scored.concat([r.scored for r in parts]))
+
+
+def score(samples: Samples, examples: list[dict], config: TrainConfig, step: int) -> rewards.Scored:
+    """The task's weighted rewards (plus DAPO's overlong penalty), with the accuracy and format
+    checks measured alongside for the metrics."""
+    weights = dict(zip(config.task.rewards, config.task.reward_weights))
+    scored = rewards.score(samples.texts, examples, weights, rewards.Context(seed=config.seed, step=step),
+                           measure=(config.task.accuracy_reward, "format"))
+    if config.grpo.overlong_cache:
+        lengths_B = samples.completion_mask.sum(1)
+        penalty_B = grpo.overlong_penalty(lengths_B, config.sampling.max_new_tokens, config.grpo.overlong_cache)
+        scored = dataclasses.replace(scored, total=scored.total + np.asarray(penalty_B))
+    return scored
+
+
+def collect_rollout(model: Decoder, tok: Tokenizer, prompts: Iterator[list[dict]], key: jax.Array,
+                    config: TrainConfig, step: int, mesh=None) -> Rollout:
+    """Samples and scores P prompts x G completions and computes their advantages. With dynamic
+    sampling (DAPO), groups whose rewards are all equal are replaced by groups of fresh prompts
+    (up to max_sampling_tries rounds; round r samples with fold_in(key, r))."""
+    P, G = config.prompts_per_rollout, config.sampling.num_samples
+    rounds, zero_std = [], []  # per round: a Rollout of P groups, [P] bool
+    while True:
+        examples = next(prompts)
+        samples = sample(model, [ex["prompt"] for ex in examples], jax.random.fold_in(key, len(rounds)),
+                         config.sampling, tok, mesh)
+        rows = [ex for ex in examples for _ in range(G)]
+        scored = score(samples, rows, config, step)
+        rounds.append(Rollout(samples, rows, scored))
+        zero_std.append(np.asarray(grpo.zero_std_groups(scored.total.reshape(P, G), scored.valid.reshape(P, G))))
+        informative = _fewest_on_any_host(int((~np.concatenate(zero_std)).sum()))
+        if not config.grpo.dynamic_sampling or informative >= P or len(rounds) >= config.grpo.max_sampling_tries:
+            break
+    groups = [(r, p) for r in range(len(rounds)) for p in range(P)]
+    if config.grpo.dynamic_sampling:  # informative groups first; zero-std groups only as filler
+        groups.sort(key=lambda rp: bool(zero_std[rp[0]][rp[1]]))
+    ro = Rollout.concat([rounds[r].take(np.arange(p * G, (p + 1) * G)) for r, p in groups[:P]])
+    g = config.grpo
+    adv_PxG = grpo.advantages(ro.scored.total.reshape(P, G), ro.scored.valid.reshape(P, G), g.advantage,
+                              g.std_eps, g.std_ddof)
+    return dataclasses.replace(ro, adv=np.asarray(adv_PxG).reshape(-1), zero_std_frac=float(zero_std[0].mean()),
+                               tries=len(rounds))
+
+
+def _fewest_on_any_host(n: int) -> int:
+    """The smallest `n` over all hosts: sampling is collective, so every host runs the same rounds."""
+    if jax.process_count() == 1:
+        return n
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.process_allgather(np.asarray(n)).min())
+
+
+# ---------------------------------------------------------------------------------------------------
+# From a rollout to what the update trains on.
+
+
+def train_arrays(ro: Rollout, config: TrainConfig) -> dict[str, np.ndarray]:
+    """[B, T] arrays for the loss: prompt + completion, trimmed to the longest completion rounded up
+    to a power of two (few compiles), and which tokens are trained on."""
+    s = ro.samples
+    N = bucket(int(s.completion_mask.sum(1).max()), 8, s.completion_tokens.shape[1])  # the longest completion
+    Lp = s.prompt_tokens.shape[1]
+    loss_mask_BxN = s.completion_mask[:, :N] & ro.scored.valid[:, None]
+    if config.grpo.mask_truncated:
+        loss_mask_BxN &= (np.asarray(s.finish_reason) != "length")[:, None]
+    zeros_BxLp = np.zeros((len(s.texts), Lp), np.float32)
+    return {
+        "tokens": np.concatenate([s.prompt_tokens, s.completion_tokens[:, :N]], 1).astype(np.int32),
+        "mask": np.concatenate([s.prompt_mask, s.completion_mask[:, :N]], 1),
+        "loss_mask": np.concatenate([np.zeros_like(s.prompt_mask), loss_mask_BxN], 1),
+        "old_logp": np.concatenate([zeros_BxLp, s.logprobs[:, :N]], 1),
+        "adv": ro.adv.astype(np.float32),
+    }
+
+
+def minibatches(arrays: dict[str, np.ndarray], config: TrainConfig, rollout: int) -> list[dict[str, np.ndarray]]:
+    """Every step of a rollout in order: `mu` passes, each a fresh shuffle into M minibatches of
+    whole groups, each minibatch as [K, R, ...] arrays. The order depends only on (seed, rollout),
+    so a run resumed in the middle of a rollout continues with the same minibatches."""
+    G, M, K = config.sampling.num_samples, config.num_minibatches, config.optim.micro_batches
+    P = len(arrays["adv"]) // G
+    out = []
+    for pass_ in range(config.mu):
+        order = np.random.default_rng([config.seed, rollout, pass_]).permutation(P).reshape(M, P // M)
+        for chosen in order:  # the groups of one minibatch
+            idx = (chosen[:, None] * G + np.arange(G)).reshape(-1)
+            out.append({k: v[idx].reshape(K, len(idx) // K, *v.shape[1:]) for k, v in arrays.items()})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# What is logged of a rollout.
+
+
+def rollout_metrics(ro: Rollout, config: TrainConfig, seconds: float) -> dict[str, float]:
+    """The rollout's numbers (logged with its first step): rewards, R1-Zero's text statistics,
+    reflective words one by one, truncation, sampling effort and speed."""
+    s, task = ro.samples, config.task
+    lengths_B = s.completion_mask.sum(1)
+    m = {
+        "reward/mean": float(ro.scored.total.mean()), "reward/std": float(ro.scored.total.std()),
+        **text_stats(s.texts, lengths_B, rewards.passed(ro.scored.parts[task.accuracy_reward]),
+                     rewards.passed(ro.scored.parts["format"])),
+        "zero_adv_group_frac": ro.zero_std_frac, "could_not_score": int((~ro.scored.valid).sum()),
+        "length_max": int(lengths_B.max()),
+        "truncated_frac": float(np.mean(np.asarray(s.finish_reason) == "length")),
+        "truncated_prompts": s.num_truncated_prompts,
+        "rollout_seconds": seconds, "rollout_tokens_per_s": float(lengths_B.sum() / max(seconds, 1e-9)),
+        "sampling_tries": ro.tries,
+    }
+    m.update({f"reward/{k}": float(np.nanmean(ro.scored.parts[k])) for k in task.rewards})
+    m.update(reflective_rates(list(s.texts), "reflect"))  # each word, for first-appearance curves
+    return m
+
+
+def completion_rows(ro: Rollout, config: TrainConfig) -> list[dict]:
+    """The first `log_completions` rows for completions.jsonl."""
+    correct_B = rewards.passed(ro.scored.parts[config.task.accuracy_reward])
+    rows = []
+    for i in range(min(config.log_completions, len(ro.samples.texts))):
+        rows.append({"prompt": ro.examples[i]["prompt"], "answer": ro.examples[i].get("answer"),
+                     "completion": ro.samples.texts[i], "finish": ro.samples.finish_reason[i],
+                     "reward": float(ro.scored.total[i]), "advantage": float(ro.adv[i]),
+                     "correct": bool(correct_B[i]),
+                     **{f"reward/{k}": float(ro.scored.parts[k][i]) for k in config.task.rewards}})
+    return rows
