@@ -25,7 +25,9 @@ def advantages(rewards_PxG, valid_PxG, estimator: str = "grpo", eps: float = 1e-
 
     grpo: (R - group mean) / (group std + eps), std with `ddof`; mean_only (Dr. GRPO): R - mean;
     rloo: R - mean of the *other* valid members; batch_std: (R - group mean) / (std over the batch of
-    those centred values + eps). A group with fewer than two valid members has zero advantage.
+    those centred values + eps). A group with fewer than two valid members, or whose valid rewards
+    are all equal, has exactly zero advantage (a float32 mean of 1.2s is off by a rounding step, and
+    dividing that by std + eps would turn it into a signal of up to 1e-2).
     """
     if estimator not in ADVANTAGES:
         raise UserError(f"unknown advantage estimator {estimator!r}; one of {ADVANTAGES}")
@@ -33,7 +35,8 @@ def advantages(rewards_PxG, valid_PxG, estimator: str = "grpo", eps: float = 1e-
     r = jnp.where(valid_PxG, rewards_PxG, 0.0).astype(jnp.float32)
     n_P = w.sum(-1)
     mean_P = r.sum(-1) / jnp.maximum(n_P, 1)
-    centred = (r - mean_P[:, None]) * w
+    informative_P = ~zero_std_groups(rewards_PxG, valid_PxG)
+    centred = jnp.where(informative_P[:, None], (r - mean_P[:, None]) * w, 0.0)
     if estimator == "grpo":
         var_P = (centred**2).sum(-1) / jnp.maximum(n_P - ddof, 1)
         adv = centred / (jnp.sqrt(var_P)[:, None] + eps)
@@ -48,9 +51,13 @@ def advantages(rewards_PxG, valid_PxG, estimator: str = "grpo", eps: float = 1e-
     return jnp.where((n_P >= 2)[:, None] & valid_PxG, adv, 0.0)
 
 
-def kl_divergence(logp_BxT, ref_logp_BxT, estimator: str = "k3"):
-    """Per-token KL(pi_theta || pi_ref) estimate with p = pi_ref / pi_theta (Schulman's k1/k2/k3)."""
+def kl_divergence(logp_BxT, ref_logp_BxT, estimator: str = "k3", mask_BxT=None):
+    """Per-token KL(pi_theta || pi_ref) estimate with p = pi_ref / pi_theta (Schulman's k1/k2/k3);
+    0 where `mask_BxT` is False (masked before the exponential: a prompt token the reference finds
+    far likelier would overflow exp and turn the whole loss into NaN)."""
     log_p = ref_logp_BxT - logp_BxT
+    if mask_BxT is not None:
+        log_p = jnp.where(mask_BxT, log_p, 0.0)
     if estimator == "k1":
         return -log_p
     if estimator == "k2":
@@ -81,7 +88,8 @@ def policy_loss(logp_BxT, old_logp_BxT, adv_B, mask_BxT, *, epsilon_low: float =
     clipped = jnp.clip(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high)
     objective = jnp.minimum(ratio * adv, clipped * adv)
     if beta:
-        objective = objective - beta * kl_divergence(logp_BxT, ref_logp_BxT, kl_estimator)
+        kl_BxT = kl_divergence(logp_BxT, ref_logp_BxT, kl_estimator, mask_BxT)
+        objective = objective - beta * kl_BxT
     per_token = -objective * mask
     has_tokens = (len_B > 0).astype(jnp.float32)
     if aggregation == "seq-mean-token-mean":
@@ -103,7 +111,7 @@ def policy_loss(logp_BxT, old_logp_BxT, adv_B, mask_BxT, *, epsilon_low: float =
         "tokens": mask.sum(),
     }
     if beta:
-        stats["kl"] = (kl_divergence(logp_BxT, ref_logp_BxT, kl_estimator) * mask).sum() / n_tok
+        stats["kl"] = (kl_BxT * mask).sum() / n_tok
     return num, den, stats
 
 

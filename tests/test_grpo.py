@@ -64,6 +64,20 @@ def test_advantage_golden_values():
     np.testing.assert_allclose(grpo.advantages(R, part, "mean_only"), [[1 / 3, -2 / 3, 0, 1 / 3]], atol=1e-6)
 
 
+@pytest.mark.parametrize("estimator", grpo.ADVANTAGES)
+def test_equal_rewards_that_are_not_exact_in_binary_get_exactly_zero_advantage(estimator):
+    """1.2 and 0.2 (the main job's 1.0 + 0.2 format bonus) have no exact float32 mean: the group's
+    advantage must still be exactly 0, or Adam turns the rounding into a full-size step."""
+    R = np.asarray([[1.2] * 8, [0.2] * 8, [1.2, 0.2, 1.2, 1.0, 0.0, 0.2, 1.2, 1.2], [0.1] * 7 + [0.3]])
+    valid = np.ones_like(R, bool)
+    valid[1, 3] = False  # a could-not-score member does not make the group informative
+    got = np.asarray(grpo.advantages(jnp.asarray(R), jnp.asarray(valid), estimator, 1e-4, 1))
+    assert np.all(got[:2] == 0.0)
+    assert np.all(got[2:] != 0.0)
+    if estimator != "batch_std":  # unchanged for the informative groups
+        np.testing.assert_allclose(got[2:], np_advantages(R[2:], valid[2:], estimator, 1e-4, 1), rtol=1e-5, atol=1e-6)
+
+
 def test_unknown_estimator_is_named():
     with pytest.raises(ValueError, match="unknown advantage estimator 'ppo'"):
         grpo.advantages(jnp.zeros((1, 2)), jnp.ones((1, 2), bool), "ppo")
@@ -151,6 +165,25 @@ def test_policy_loss_golden_values():
     # k3 KL of identical policies is 0; of p_ref/p_theta = e it is e - 2.
     kl = grpo.kl_divergence(jnp.asarray([0.0, 0.0]), jnp.asarray([0.0, 1.0]), "k3")
     np.testing.assert_allclose(kl, [0.0, np.e - 2], atol=1e-6)
+
+
+def test_kl_is_masked_before_the_exponential():
+    """A prompt token the reference finds far likelier than the policy (ref - logp = 200 nats: exp
+    overflows float32) sits outside the mask: the loss and its gradient stay finite and equal the
+    loss without that position."""
+    import jax
+
+    logp = jnp.asarray([[-250.0, -1.0, -2.0], [-3.0, -0.5, -0.7]])
+    ref = jnp.asarray([[-50.0, -1.2, -1.5], [-2.0, -0.4, -0.9]])
+    mask = jnp.asarray([[False, True, True], [False, True, True]])
+    old, adv = logp, jnp.asarray([1.0, -1.0])
+    loss = lambda lp, r: grpo.policy_loss(lp, old, adv, mask, beta=0.04, ref_logp_BxT=r, aggregation="token-mean")
+    num, den, stats = loss(logp, ref)
+    assert np.isfinite(float(num)) and np.isfinite(float(stats["kl"]))
+    calm = ref.at[0, 0].set(-250.0)  # the same but harmless masked value
+    np.testing.assert_allclose(float(num), float(loss(logp, calm)[0]), rtol=1e-6)
+    grad = jax.grad(lambda lp: loss(lp, ref)[0])(logp)
+    assert np.all(np.isfinite(np.asarray(grad))) and float(grad[0, 0]) == 0.0
 
 
 def test_on_policy_loss_is_zero_but_gradient_is_not():
