@@ -1,10 +1,11 @@
 """An arithmetic-only expression parser over exact fractions, with hard caps.
 
 Grammar: expr := term (('+' | '-') term)* ; term := factor (('*' | '/') factor)* ;
-factor := ('+' | '-') factor | '(' expr ')' | number. Numbers are ASCII decimals. Anything else
+factor := ('+' | '-')* ( '(' expr ')' | number ). Numbers are ASCII decimals. Anything else
 (names, '**', unicode lookalikes such as '−' or '４') is a syntax error, and the caps on length,
-nesting depth, literal digits and the size of every intermediate value make each call finish in
-microseconds whatever the input (`44**19**35` fails at the second '*').
+literal digits and the size of every intermediate value make each call finish in microseconds
+whatever the input (`44**19**35` fails at the second '*'). Only parentheses recurse, so the length
+cap bounds the nesting (at most MAX_CHARS / 2 levels: any parenthesised answer that fits is read).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 MAX_CHARS = 256
-MAX_DEPTH = 32
+MAX_DEPTH = MAX_CHARS // 2  # never binds before the length cap; a guard for the recursion
 MAX_DIGITS = 12
 MAX_BITS = 256  # of numerator and denominator of any intermediate value
 _DIGITS = frozenset("0123456789")
@@ -22,8 +23,9 @@ class ArithError(ValueError):
     pass
 
 
-def evaluate(text: str) -> tuple[Fraction, list[Fraction]]:
-    """(value, literals in order of appearance) of an arithmetic expression; ArithError if invalid."""
+def evaluate(text: str) -> tuple[Fraction, list[str]]:
+    """(value, number literals as written, in order of appearance) of an arithmetic expression;
+    ArithError if invalid. Literals stay text, so a caller can tell "3" from "3.0" or "03"."""
     if len(text) > MAX_CHARS:
         raise ArithError(f"expression longer than {MAX_CHARS} characters")
     parser = _Parser(_tokens(text))
@@ -88,20 +90,19 @@ class _Parser:
     def factor(self, depth: int) -> Fraction:
         if depth > MAX_DEPTH:
             raise ArithError("expression nested too deeply")
-        tok = self.take()
-        if tok in ("+", "-"):
-            value = self.factor(depth + 1)
-            return value if tok == "+" else -value
+        tok, sign = self.take(), 1
+        while tok in ("+", "-"):  # unary signs, read in a loop: they add no recursion
+            sign, tok = (sign if tok == "+" else -sign), self.take()
         if tok == "(":
             value = self.expr(depth + 1)
             if self.take() != ")":
                 raise ArithError("missing ')'")
-            return value
-        if tok[0] in _DIGITS or tok[0] == ".":
+        elif tok[0] in _DIGITS or tok[0] == ".":
             value = Fraction(tok)
-            self.literals.append(value)
-            return value
-        raise ArithError(f"unexpected {tok!r}")
+            self.literals.append(tok)
+        else:
+            raise ArithError(f"unexpected {tok!r}")
+        return value if sign == 1 else -value
 
 
 def _check(value: Fraction) -> Fraction:

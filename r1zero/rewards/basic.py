@@ -11,7 +11,6 @@ from r1zero.rewards import Context, Score, register
 _TAG = r"</?(?:think|answer)>"
 _FREE = rf"(?:(?!{_TAG}).)*"  # text containing none of the four tags
 _FORMAT = re.compile(rf"\s*<think>{_FREE}</think>\s*<answer>{_FREE}</answer>\s*", re.DOTALL)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
 def template_tail(prompt: str) -> str:
@@ -30,9 +29,16 @@ def is_formatted(text: str) -> bool:
 
 
 def extract_answer(text: str) -> str | None:
-    """Content of the last <answer>...</answer>, or None."""
-    found = _ANSWER.findall(text)
-    return found[-1] if found else None
+    """Content of the last <answer>...</answer>, or None: the matches are those of
+    `re.findall(r"<answer>(.*?)</answer>")` (non-overlapping, leftmost first), found in one pass
+    (the regex rescans the rest of the text from every unclosed <answer>: quadratic)."""
+    found, pos = None, 0
+    while (start := text.find("<answer>", pos)) >= 0:
+        end = text.find("</answer>", start + len("<answer>"))
+        if end < 0:
+            break
+        found, pos = text[start + len("<answer>"):end], end + len("</answer>")
+    return found
 
 
 @register("format")

@@ -20,9 +20,19 @@ def score_equation(answer: str | None, numbers: Sequence[int], target: int) -> f
         value, literals = evaluate(answer)
     except ArithError:
         return FORMATTED
-    if sorted(literals) != sorted(Fraction(n) for n in numbers):  # each number exactly once
+    if sorted(literals) != sorted(str(n) for n in numbers):  # each number exactly once, as given ("3", not "3.0")
         return FORMATTED
     return CORRECT if value == target else FORMATTED
+
+
+def _integer(x) -> int:
+    """An example's number: an integer, or text or a float that is exactly one (never truncated)."""
+    if isinstance(x, bool):
+        raise TypeError(f"{x!r} is not a number")
+    value = Fraction(str(x).strip()) if isinstance(x, str) else Fraction(x)
+    if value.denominator != 1:
+        raise ValueError(f"{x!r} is not an integer")
+    return int(value)
 
 
 @register("countdown")
@@ -30,8 +40,8 @@ def countdown(completions: Sequence[str], examples: Sequence[dict], context: Con
     out = []
     for c, ex in zip(completions, examples):
         try:
-            numbers, target = [int(n) for n in ex["numbers"]], int(ex["target"])
-        except (KeyError, TypeError, ValueError) as e:
+            numbers, target = [_integer(n) for n in ex["numbers"]], _integer(ex["target"])
+        except (KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError) as e:
             out.append(Score(None, f"broken example: {type(e).__name__}: {e}"))
             continue
         out.append(Score(score_equation(extract_answer(c), numbers, target)))

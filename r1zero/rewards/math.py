@@ -1,13 +1,15 @@
 """Math answers: extract the single final answer, normalise, decide equivalence.
 
 Numbers, fractions and simple LaTeX are decided here exactly (`fractions.Fraction`, no eval); what is
-left (symbolic expressions) goes to math-verify inside `IsolatedPool` workers with a memory cap and a
-wall-clock timeout. A timed-out or crashed check is "could not score", with the reason.
+left (symbolic expressions) goes to math-verify inside `IsolatedPool` workers (several at once) with a
+memory cap, a wall-clock timeout per check and a budget per batch. A timed-out, crashed or unreached
+check is "could not score", with the reason.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import re
 from fractions import Fraction
 from typing import Sequence
@@ -15,7 +17,9 @@ from typing import Sequence
 from r1zero.rewards import Context, Score, register
 from r1zero.rewards.basic import extract_answer
 
-TIMEOUT_S = 5.0
+TIMEOUT_S = 5.0  # per symbolic check
+BATCH_TIMEOUT_S = 30.0  # per scoring call: checks left when it runs out are "could not score"
+WORKERS = max(2, min(4, (os.cpu_count() or 2) // 2))
 MAX_SYMBOLIC_CHARS = 400  # longer answers are not sent to the symbolic checker: judged wrong
 _pool = None
 
@@ -76,7 +80,8 @@ def _symbolic_pool():
     if _pool is None:
         from r1zero.rewards.isolated import IsolatedPool
 
-        _pool = IsolatedPool("r1zero.rewards.math_worker:equivalent", workers=1, timeout_s=TIMEOUT_S)
+        _pool = IsolatedPool("r1zero.rewards.math_worker:equivalent", workers=WORKERS, timeout_s=TIMEOUT_S,
+                             batch_timeout_s=BATCH_TIMEOUT_S)
         atexit.register(_pool.close)
     return _pool
 

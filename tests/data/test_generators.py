@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 
 import pytest
 
@@ -53,7 +52,7 @@ def test_countdown_targets_are_reachable(n):
         numbers, target = ex["meta"]["numbers"], ex["meta"]["target"]
         assert len(numbers) == n and all(1 <= x <= 50 for x in numbers) and 1 <= target <= 200
         value, literals = evaluate(ex["meta"]["solution"])  # the witness uses each number once
-        assert value == target and sorted(literals) == sorted(Fraction(x) for x in numbers)
+        assert value == target and sorted(literals) == sorted(str(x) for x in numbers)
         assert str(numbers) in ex["question"] and str(target) in ex["question"]
     assert generate(cfg, seed=1) == splits and generate(cfg, seed=2) != splits
 

@@ -9,7 +9,7 @@ import pytest
 
 from r1zero import rewards
 from r1zero.rewards import Context, arith
-from r1zero.rewards.basic import template_tail
+from r1zero.rewards.basic import extract_answer, template_tail
 from r1zero.rewards.isolated import IsolatedPool
 
 R1_PROMPT = "... User: 2+2. Assistant:"
@@ -86,6 +86,11 @@ COUNTDOWN = {"numbers": [3, 5, 7], "target": 22}
     ("3*5+7", 0.0),  # no answer tag
     ("", 0.0),
     ("<answer>1</answer><answer>3*5+7</answer>", 1.0),  # the last answer counts (TinyZero)
+    ("<answer>3.0*5+7</answer>", 0.1),  # the numbers as given: not another way of writing them
+    ("<answer>03*5+7</answer>", 0.1),
+    ("<answer>3*5+7.</answer>", 0.1),
+    ("<answer>" + "(" * 40 + "3*5+7" + ")" * 40 + "</answer>", 1.0),  # parenthesised, but it fits the length cap
+    ("<answer>--3*5+7</answer>", 1.0),  # unary signs do not nest
 ])
 def test_countdown(completion, expected):
     t0 = time.perf_counter()
@@ -96,6 +101,27 @@ def test_countdown(completion, expected):
 def test_countdown_broken_example_is_could_not_score():
     s = one("countdown", "<answer>1+2</answer>", {"numbers": "abc", "target": 3})
     assert s.value is None and "broken example" in s.reason
+    s = one("countdown", "<answer>3*5+7</answer>", {"numbers": [3.5, 5, 7], "target": 22})
+    assert s.value is None and "3.5 is not an integer" in s.reason  # never truncated to 3
+    for numbers in ([3.0, "5", 7], ["3", " 5", 7.0]):  # integers written as floats or text are fine
+        assert one("countdown", "<answer>3*5+7</answer>", {"numbers": numbers, "target": "22"}).value == 1.0
+    for target in (float("inf"), True, None):
+        assert one("countdown", "<answer>3*5+7</answer>", {"numbers": [3, 5, 7], "target": target}).value is None
+
+
+def test_answer_extraction_is_the_regex_in_one_pass():
+    import random
+    import re
+
+    regex = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+    pieces = ["<answer>", "</answer>", "x", "7", "<answer", "answer>", "\n", "</", "<answer></answer>"]
+    rng = random.Random(0)
+    for _ in range(2000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(12)))
+        found = regex.findall(text)
+        assert extract_answer(text) == (found[-1] if found else None), text
+    assert extract_answer("<answer>" * 200_000 + "1</answer>") == "<answer>" * 199_999 + "1"  # linear: 16k took 10 s
+    assert extract_answer("<answer>" * 200_000) is None
 
 
 def test_arith_is_exact_and_capped():
@@ -188,3 +214,23 @@ def test_isolated_pool_kills_hung_and_greedy_workers():
     with IsolatedPool("os:urandom", workers=1, timeout_s=10.0, memory_mb=512) as pool:
         ok, reason = pool.map([(2 * 2**30,)])[0]  # 2 GiB under a 512 MiB cap
         assert not ok and "MemoryError" in reason
+
+
+def test_isolated_pool_bounds_a_batch_runs_tasks_in_parallel_and_respawns_dead_workers():
+    import os
+    import signal
+
+    with IsolatedPool("time:sleep", workers=3, timeout_s=20.0, batch_timeout_s=2.0) as pool:
+        t0 = time.perf_counter()
+        out = pool.map([(0.01,)] + [(30,)] * 8)  # far more slow work than the batch budget
+        assert time.perf_counter() - t0 < 10
+        assert out[0] == (True, None)
+        assert {reason.split(":")[0] for ok, reason in out[1:]} == {"stopped", "not run"}
+        assert all(not ok and "budget ran out" in reason for ok, reason in out[1:])
+        pool.batch_timeout_s, t0 = 30.0, time.perf_counter()
+        assert pool.map([(1.0,)] * 6) == [(True, None)] * 6  # three at a time: ~2 s, not 6
+        assert time.perf_counter() - t0 < 4.5
+        for proc in pool._procs:  # killed while idle
+            os.kill(proc.process.pid, signal.SIGKILL)
+            proc.process.join(timeout=5)
+        assert pool.map([(0.0,), (0.0,)]) == [(True, None)] * 2
