@@ -7,6 +7,7 @@ import json
 import pytest
 
 from r1zero.config import TaskConfig
+from r1zero.errors import UserError
 from r1zero.data import load_task, render
 from r1zero.data import builders
 from r1zero.data.pipeline import PromptIterator, decode
@@ -103,6 +104,24 @@ def test_chat_template(tmp_path):
     assert render("chat", "2+2?", tmp_path) == "<|user|>2+2?\n<|assistant|>"
     with pytest.raises(ValueError, match="has no chat template"):
         render("chat", "x", tmp_path / "missing")
+
+
+@pytest.mark.parametrize("template, message", [
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "took over 2.0s"),
+    ("{% for i in range(100000) %}{{ 'abcdefghijklmnopqrstuvwxyz' }}{% endfor %}", "to over 1,048,576 characters"),
+    ("{{ 'x' * 1000000000 }}", "repetition of 1,000,000,000 items is too large"),
+    ("{{ 2 ** 1000000000 }}", "exponent above 64"),
+])
+def test_chat_templates_are_bounded_in_size_and_time(tmp_path, template, message):
+    """A chat template is code from a model directory: one that loops for long or renders hundreds
+    of MB is stopped with an error naming the file, not run to the end."""
+    import time
+
+    (tmp_path / "chat_template.jinja").write_text(template)
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match=message):
+        render("chat", "2+2?", tmp_path)
+    assert time.perf_counter() - t0 < 30
 
 
 def test_empty_and_missing_inputs(tmp_path):
