@@ -90,38 +90,74 @@ class Checkpointer:
     def read_meta(self, step: int) -> dict:
         return dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
-    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict | None, dict] | None:
+    def restore_latest(self, abstract_state: Any, move_aside: bool = True) -> tuple[int, Any, dict | None, dict] | None:
         """(step, state, rollout or None, meta) of the newest step that restores, onto the shapes
         and shardings of `abstract_state` (ShapeDtypeStructs with shardings; other leaves, such as
         counters, take the saved values), or None if there is no step.
 
-        A newest step that is missing a file, truncated or unreadable is skipped with a warning
-        naming it; if steps exist but none restores, the error lists what was found.
+        Newer steps that do not restore (a missing file, a truncated or unreadable one) are skipped
+        with a warning naming them and, once an older step has restored, moved aside to
+        `<directory>-unusable/<step>` with the reason (`move_aside`): kept for inspection, but no
+        longer in the way of the run saving that step again or of retention. If steps exist but
+        none restores, nothing is moved and the error lists what was found.
         """
-        steps = self.steps()
-        failures = []
-        for step in reversed(steps):
+        failures: dict[int, str] = {}
+        for step in reversed(self.steps()):
             try:
                 items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
                 if "rollout" in self._manager.item_metadata(step):
                     items["rollout"] = ocp.args.StandardRestore()
                 restored = self._manager.restore(step, args=ocp.args.Composite(**items))
             except Exception as e:  # noqa: BLE001 - orbax raises many kinds for damaged files
-                log.warning("checkpoint step %d in %s is unusable (%s: %s); trying an older one",
-                            step, self.directory, type(e).__name__, str(e)[:200])
-                failures.append(f"step {step}: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
+                failures[step] = self._unusable(step, e)
                 continue
+            if move_aside:
+                for bad, reason in failures.items():
+                    self._move_aside(bad, reason)
             rollout = {k: np.asarray(v) for k, v in restored["rollout"].items()} if "rollout" in items else None
             return step, restored["state"], rollout, dict(restored["meta"])
-        if steps:
-            raise UserError(f"no usable checkpoint in {self.directory}: {'; '.join(failures)}")
+        if failures:
+            found = "; ".join(f"step {step}: {reason}" for step, reason in failures.items())
+            raise UserError(f"no usable checkpoint in {self.directory}: {found}")
         return None
 
-    def restore_params(self, step: int, abstract_params: Any) -> Any:
-        """Only the parameters of `step` (for export), onto the given abstract shardings."""
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(item={"params": abstract_params}, partial_restore=True)))
-        return restored["state"]["params"]
+    def restore_params(self, step: int | None, abstract_params: Any) -> tuple[int, Any]:
+        """(step, parameters) of `step`, or of the newest step whose parameters restore (older ones
+        are tried after a warning; nothing is moved), onto the given abstract shardings (export)."""
+        failures = []
+        for candidate in [step] if step is not None else reversed(self.steps()):
+            try:
+                restored = self._manager.restore(candidate, args=ocp.args.Composite(
+                    state=ocp.args.PyTreeRestore(item={"params": abstract_params}, partial_restore=True)))
+                return candidate, restored["state"]["params"]
+            except Exception as e:  # noqa: BLE001 - as in restore_latest
+                failures.append(f"step {candidate}: {self._unusable(candidate, e)}")
+        raise UserError(f"no usable checkpoint in {self.directory}: {'; '.join(failures) or 'none saved'}")
+
+    def _unusable(self, step: int, error: Exception) -> str:
+        reason = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:160]}"
+        log.warning("checkpoint step %d in %s is unusable (%s); trying an older one", step, self.directory, reason)
+        return reason
+
+    def _move_aside(self, step: int, reason: str) -> None:
+        """Moves an unusable step out of the checkpoint directory, with a note of why."""
+        import shutil
+
+        if jax.process_index() == 0:
+            aside = self.directory.parent / f"{self.directory.name}-unusable"
+            dest = aside / str(step)
+            n = 1
+            while dest.exists():
+                dest, n = aside / f"{step}.{n}", n + 1
+            aside.mkdir(exist_ok=True)
+            shutil.move(str(self.directory / str(step)), dest)
+            (dest / "UNUSABLE.txt").write_text(f"step {step} could not be restored: {reason}\n")
+            log.warning("moved unusable checkpoint step %d to %s", step, dest)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"r1zero: checkpoint step {step} moved aside")
+        self._manager.reload()
 
     def close(self) -> None:
         self.wait()

@@ -135,6 +135,21 @@ def _info(args: argparse.Namespace) -> dict:
     return {"model": args.model, "parameters": param_count(abstract_model(config)[1]), **dataclasses.asdict(config)}
 
 
+def _disk_full(error: BaseException) -> str | None:
+    """What ran out of space, if `error` (or what it was raised from) is a full disk or quota."""
+    import errno
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"{error.strerror}: {error.filename}" if error.filename else str(error.strerror)
+        if "No space left on device" in str(error):
+            return "No space left on device"
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r1zero", description="R1-Zero-style pure RL in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,6 +224,16 @@ def main(argv: list[str] | None = None) -> int:
         result = args.run(args)
     except UserError as e:  # what the user got wrong: one line naming it; anything else keeps its traceback
         print(f"r1zero {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before a run installs its own handlers (set-up, other commands)
+        print(f"r1zero {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a full disk surfaces from deep inside orbax or numpy
+        full = _disk_full(e)
+        if full is None:
+            raise
+        print(f"r1zero {args.command}: error: the disk is full ({full}); free space and run the same command "
+              f"again (checkpoints are only ever replaced by committed ones)", file=sys.stderr)
         return 2
     print(result if isinstance(result, str) else json.dumps(result, indent=1))
     return 0

@@ -8,11 +8,22 @@ package: it imports nothing from r1zero but its error types.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
 
 from r1zero.errors import MissingFileError, UserError
+
+
+def _need(ok: bool, key: str, rule: str, value: Any) -> None:
+    """Config validation: a UserError naming the key, the rule and the value given."""
+    if not ok:
+        raise UserError(f"{key} must be {rule}, got {value!r}")
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +34,9 @@ class RopeScaling:
     low_freq_factor: float
     high_freq_factor: float
     original_max_position_embeddings: int
+
+
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,15 +67,17 @@ class ModelConfig:
     remat: bool = False  # recompute each layer's activations in the backward pass
 
     def __post_init__(self):
-        if self.architecture not in ("qwen2", "llama"):
-            raise UserError(f"architecture must be 'qwen2' or 'llama', got {self.architecture!r}")
-        if self.num_heads % self.num_kv_heads:
-            raise UserError(
-                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
-            )
+        _need(self.architecture in ("qwen2", "llama"), "model.architecture", "'qwen2' or 'llama'", self.architecture)
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
+                     "head_dim", "max_position_embeddings"):
+            _need(getattr(self, name) >= 1, f"model.{name}", ">= 1", getattr(self, name))
+        _need(self.head_dim % 2 == 0, "model.head_dim", "even (rotary embeddings rotate pairs)", self.head_dim)
+        _need(self.num_heads % self.num_kv_heads == 0, "model.num_heads",
+              f"a multiple of model.num_kv_heads ({self.num_kv_heads})", self.num_heads)
+        for name in ("rope_theta", "rms_norm_eps"):
+            _need(_finite(getattr(self, name)) and getattr(self, name) > 0, f"model.{name}", "> 0", getattr(self, name))
         for name in ("param_dtype", "compute_dtype"):
-            if getattr(self, name) not in ("float32", "bfloat16", "float16"):
-                raise UserError(f"{name} must be float32, bfloat16 or float16, got {getattr(self, name)!r}")
+            _need(getattr(self, name) in DTYPES, f"model.{name}", " or ".join(DTYPES), getattr(self, name))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +87,14 @@ class MeshConfig:
     data: int = 1
     fsdp: int = -1
     tensor: int = 1
+
+    def __post_init__(self):
+        for name in ("data", "fsdp", "tensor"):
+            _need(getattr(self, name) == -1 or getattr(self, name) >= 1, f"mesh.{name}", ">= 1 or -1",
+                  getattr(self, name))
+
+
+PARAM_LAYOUTS = ("auto", "train", "tensor", "replicated")  # see sharding.LAYOUTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,12 +120,18 @@ class SamplingConfig:
     param_layout: str = "auto"  # auto | train | tensor | replicated: weights resharded for decoding (sharding.LAYOUTS)
 
     def __post_init__(self):
-        if self.temperature < 0:
-            raise UserError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0 or self.num_samples < 1 or self.max_new_tokens < 1:
-            raise UserError("top_k must be >= 0, num_samples and max_new_tokens >= 1")
+        _need(_finite(self.temperature) and self.temperature >= 0, "sampling.temperature", ">= 0", self.temperature)
+        _need(_finite(self.top_p) and 0 < self.top_p <= 1, "sampling.top_p", "in (0, 1]", self.top_p)
+        _need(self.top_k >= 0, "sampling.top_k", ">= 0", self.top_k)
+        for name in ("num_samples", "max_new_tokens", "max_prompt_len", "min_prompt_bucket"):
+            _need(getattr(self, name) >= 1, f"sampling.{name}", ">= 1", getattr(self, name))
+        _need(all(self.stop_strings), "sampling.stop_strings", "non-empty strings", self.stop_strings)
+        _need(self.eos_ids is None or all(i >= 0 for i in self.eos_ids), "sampling.eos_ids", "token ids >= 0",
+              self.eos_ids)
+        _need(self.cache_dtype is None or self.cache_dtype in DTYPES, "sampling.cache_dtype",
+              "None or " + " or ".join(DTYPES), self.cache_dtype)
+        _need(self.param_layout in PARAM_LAYOUTS, "sampling.param_layout", " or ".join(PARAM_LAYOUTS),
+              self.param_layout)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +154,20 @@ class GRPOConfig:
     max_sampling_tries: int = 3
     recompute_old_logprobs: bool = False  # old log-probs from a training forward, not the sampler
 
+    def __post_init__(self):  # the names are checked against their registries by train.check_config
+        _need(self.std_ddof in (0, 1), "grpo.std_ddof", "0 or 1", self.std_ddof)
+        for name in ("std_eps", "epsilon_low", "epsilon_high", "beta"):
+            _need(_finite(getattr(self, name)) and getattr(self, name) >= 0, f"grpo.{name}", "finite and >= 0",
+                  getattr(self, name))
+        _need(self.epsilon_low < 1, "grpo.epsilon_low", "< 1 (the ratio is clipped at 1 - epsilon_low)",
+              self.epsilon_low)
+        for name in ("ref_reset_every", "overlong_cache"):
+            _need(getattr(self, name) >= 0, f"grpo.{name}", ">= 0", getattr(self, name))
+        _need(self.max_sampling_tries >= 1, "grpo.max_sampling_tries", ">= 1", self.max_sampling_tries)
+
+
+SCHEDULES = ("constant", "cosine", "linear")
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
@@ -137,6 +181,21 @@ class OptimConfig:
     max_grad_norm: float = 1.0
     micro_batches: int = 1  # gradient accumulation inside each minibatch
     max_nonfinite_in_a_row: int = 5  # then the run stops
+
+    def __post_init__(self):
+        _need(self.schedule in SCHEDULES, "optim.schedule", " or ".join(SCHEDULES), self.schedule)
+        for name in ("learning_rate", "weight_decay"):
+            _need(_finite(getattr(self, name)) and getattr(self, name) >= 0, f"optim.{name}", "finite and >= 0",
+                  getattr(self, name))
+        for name in ("b1", "b2"):
+            _need(_finite(getattr(self, name)) and 0 <= getattr(self, name) < 1, f"optim.{name}", "in [0, 1)",
+                  getattr(self, name))
+        for name in ("eps", "max_grad_norm"):
+            _need(_finite(getattr(self, name)) and getattr(self, name) > 0, f"optim.{name}", "finite and > 0",
+                  getattr(self, name))
+        _need(self.warmup_steps >= 0, "optim.warmup_steps", ">= 0", self.warmup_steps)
+        for name in ("micro_batches", "max_nonfinite_in_a_row"):
+            _need(getattr(self, name) >= 1, f"optim.{name}", ">= 1", getattr(self, name))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +219,15 @@ class TaskConfig:
     prompt_field: str = "prompt"  # jsonl
     answer_field: str = "answer"  # jsonl
     data_dir: str = ""  # where tfds materialises datasets; empty: <workdir>/data
+
+    def __post_init__(self):  # the dataset, template and reward names are checked by train.check_config
+        _need(len(self.rewards) == len(self.reward_weights), "task.reward_weights",
+              f"one weight per reward in task.rewards {self.rewards}", self.reward_weights)
+        _need(bool(self.rewards), "task.rewards", "at least one reward", self.rewards)
+        _need(all(_finite(w) for w in self.reward_weights), "task.reward_weights", "finite numbers",
+              self.reward_weights)
+        for name in ("train_size", "eval_size", "difficulty", "max_number", "max_target"):
+            _need(getattr(self, name) >= 1, f"task.{name}", ">= 1", getattr(self, name))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,10 +258,15 @@ class CorpusConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointConfig:
-    every: int = 50  # steps between asynchronous saves (also at the end, and on SIGTERM/SIGINT); 0: off
+    every: int = 50  # steps between asynchronous saves; 0: none on the way (the end and a stop still save)
     keep: int = 3  # the newest steps kept
     best_metric: str = ""  # also keep the best step by this evaluation metric, e.g. eval/greedy_accuracy
     best_mode: str = "max"
+
+    def __post_init__(self):
+        _need(self.every >= 0, "checkpoint.every", ">= 0 (0: no periodic saves)", self.every)
+        _need(self.keep >= 1, "checkpoint.keep", ">= 1", self.keep)
+        _need(self.best_mode in ("max", "min"), "checkpoint.best_mode", "'max' or 'min'", self.best_mode)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,14 +293,25 @@ class TrainConfig:
     log_completions: int = 4  # completions per rollout written to completions.jsonl
 
     def __post_init__(self):
-        if self.prompts_per_rollout % self.num_minibatches:
-            raise UserError("prompts_per_rollout must be a multiple of num_minibatches")
+        for name in ("steps", "prompts_per_rollout", "num_minibatches", "mu", "logprob_chunk_tokens"):
+            _need(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
+        for name in ("seed", "eval_every", "log_completions"):
+            _need(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
+        _need(self.prompts_per_rollout % self.num_minibatches == 0, "prompts_per_rollout",
+              f"a multiple of num_minibatches ({self.num_minibatches})", self.prompts_per_rollout)
         rows = self.prompts_per_rollout // self.num_minibatches * self.sampling.num_samples
-        if rows % self.optim.micro_batches:
-            raise UserError(f"a minibatch of {rows} rows (prompts_per_rollout / num_minibatches x "
-                            f"sampling.num_samples) does not split into optim.micro_batches={self.optim.micro_batches}")
-        if len(self.task.rewards) != len(self.task.reward_weights):
-            raise UserError("task.rewards and task.reward_weights must have the same length")
+        _need(rows % self.optim.micro_batches == 0, "optim.micro_batches",
+              f"a divisor of the {rows} rows of a minibatch (prompts_per_rollout / num_minibatches x "
+              f"sampling.num_samples)", self.optim.micro_batches)
+        # A group of one completion, or of identical greedy ones, has no spread: every step would be skipped.
+        _need(self.sampling.num_samples >= 2, "sampling.num_samples",
+              ">= 2 for training (group-relative advantages compare completions of one prompt)",
+              self.sampling.num_samples)
+        _need(self.sampling.temperature > 0, "sampling.temperature",
+              "> 0 for training (greedy completions of one prompt are identical: zero advantage)",
+              self.sampling.temperature)
+        _need(self.grpo.overlong_cache < self.sampling.max_new_tokens, "grpo.overlong_cache",
+              f"< sampling.max_new_tokens ({self.sampling.max_new_tokens})", self.grpo.overlong_cache)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -251,16 +335,26 @@ class PretrainConfig:
     eval_rows: int = 64  # rows of the fixed evaluation batch (its own stream of the seed)
     logprob_chunk_tokens: int = 8192
 
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_rows", "logprob_chunk_tokens"):
+            _need(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
+        _need(self.seq_len >= 2, "seq_len", ">= 2", self.seq_len)
+        for name in ("seed", "eval_every"):
+            _need(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
+
 
 def apply_overrides(config: Any, overrides: list[str] | dict[str, str]) -> Any:
     """Returns `config` with dotted-key overrides applied, each value parsed to the field's type.
 
-    An unknown key or a value of the wrong type raises ValueError naming the key.
+    An unknown key or a value of the wrong type raises UserError naming the key. The config is
+    checked once, after every override (so overrides that only make sense together can come in
+    any order).
     """
     items = overrides.items() if isinstance(overrides, dict) else (_split_override(o) for o in overrides)
+    data = to_dict(config)
     for key, raw in items:
-        config = _set_path(config, key.split("."), raw, key)
-    return config
+        _set_path(type(config), data, key.split("."), raw, key)
+    return from_dict(type(config), data)
 
 
 def _split_override(text: str) -> tuple[str, str]:
@@ -270,18 +364,18 @@ def _split_override(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _set_path(obj: Any, path: list[str], raw: str, full_key: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else {}
-    if path[0] not in fields:
-        known = ", ".join(sorted(fields)) or "(none)"
-        raise UserError(f"unknown config key {full_key!r}: {path[0]!r} is not one of {known}")
-    current = getattr(obj, path[0])
-    if len(path) > 1:
-        if not dataclasses.is_dataclass(current):
-            raise UserError(f"unknown config key {full_key!r}: {path[0]!r} has no sub-keys")
-        return dataclasses.replace(obj, **{path[0]: _set_path(current, path[1:], raw, full_key)})
-    hints = typing.get_type_hints(type(obj))
-    return dataclasses.replace(obj, **{path[0]: _parse_value(raw, hints[path[0]], full_key)})
+def _set_path(cls: type, data: dict, path: list[str], raw: str, full_key: str) -> None:
+    names = [f.name for f in dataclasses.fields(cls)]
+    if path[0] not in names:
+        raise UserError(f"unknown config key {full_key!r}: {path[0]!r} is not one of {', '.join(sorted(names))}")
+    hint = typing.get_type_hints(cls)[path[0]]
+    if len(path) == 1:
+        data[path[0]] = _parse_value(raw, hint, full_key)
+        return
+    sub = next((a for a in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(a)), None)
+    if sub is None or not isinstance(data[path[0]], dict):
+        raise UserError(f"unknown config key {full_key!r}: {path[0]!r} has no sub-keys")
+    _set_path(sub, data[path[0]], path[1:], raw, full_key)
 
 
 def _parse_value(raw: str, annotation: Any, key: str) -> Any:
@@ -332,16 +426,24 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
 
 
 def _from_value(annotation: Any, value: Any, where: str) -> Any:
-    if value is None:
-        return None
+    """`value` (from JSON) as `annotation`; a value of the wrong type is a UserError naming `where`."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None and len(args) < len(typing.get_args(annotation)):
+            return None
         return _from_value(args[0], value, where) if len(args) == 1 else value
     if dataclasses.is_dataclass(annotation):
+        _need(isinstance(value, dict), where, "a JSON object", value)
         return from_dict(annotation, value, where)
     if origin is tuple:
-        return tuple(value)
+        _need(isinstance(value, (list, tuple)), where, "a list", value)
+        (elem, *_rest) = typing.get_args(annotation)
+        return tuple(_from_value(elem, v, f"{where}[{i}]") for i, v in enumerate(value))
+    expected = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(annotation)
+    if expected is not None:
+        ok = isinstance(value, expected) and (annotation is bool or not isinstance(value, bool))
+        _need(ok, where, f"of type {annotation.__name__}", value)
     return value
 
 

@@ -18,3 +18,18 @@ class UserError(ValueError):
 
 class MissingFileError(FileNotFoundError, UserError):
     """A file or directory the user named (or that a run directory should hold) does not exist."""
+
+
+def read_json(path) -> object:
+    """The content of a JSON file the user gave (a model's config.json, a run's config.json, ...);
+    unreadable or invalid JSON is a UserError naming the file."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise MissingFileError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from r1zero.errors import MissingFileError, UserError
-from r1zero.metrics import REFLECTIVE_WORDS
+from r1zero.metrics import REFLECTIVE_WORDS, read_jsonl
 
 # (label, metrics key) of the summary table: held-out evaluation at the start (the epoch-0 audit) and end.
 SUMMARY_ROWS = (
@@ -71,15 +71,7 @@ def _read_jsonl(path: Path, required: bool) -> list[dict]:
         if required:
             raise MissingFileError(f"{path} does not exist: is {path.parent} a run directory?")
         return []
-    rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path} line {i}: not JSON ({e.msg})") from None
-    return rows
+    return [row for _, row in read_jsonl(path)]
 
 
 def load_run(workdir: str | Path, name: str | None = None) -> Run:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import tokenizers
 
-from r1zero.errors import MissingFileError
+from r1zero.errors import MissingFileError, UserError, read_json
 
 # Special tokens of the character tokenizers r1zero writes (models it initialises or pretrains itself).
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<unk>", "<think>", "</think>", "<answer>", "</answer>")
@@ -31,11 +31,17 @@ class Tokenizer:
             where = "does not exist" if not model_dir.is_dir() else "has no tokenizer.json"
             raise MissingFileError(f"{model_dir} {where}: a tokenizer.json is needed to tokenize text")
         self.path = path
-        self._tok = tokenizers.Tokenizer.from_file(str(path))
+        try:
+            self._tok = tokenizers.Tokenizer.from_file(str(path))
+        except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception for a bad file
+            raise UserError(f"{path}: not a readable tokenizer ({e})") from None
         meta: dict = {}
         for name in ("config.json", "generation_config.json"):  # generation_config wins
             if (model_dir / name).is_file():
-                meta.update({k: v for k, v in json.loads((model_dir / name).read_text()).items() if v is not None})
+                found = read_json(model_dir / name)
+                if not isinstance(found, dict):
+                    raise UserError(f"{model_dir / name}: not a JSON object")
+                meta.update({k: v for k, v in found.items() if v is not None})
         self.eos_ids: tuple[int, ...] = _ids(meta.get("eos_token_id"))
         self.bos_id: int | None = meta.get("bos_token_id")
         pad = meta.get("pad_token_id")

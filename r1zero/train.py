@@ -35,13 +35,13 @@ import numpy as np
 import optax
 from flax import nnx
 
-from r1zero import grpo, sharding
-from r1zero.checkpoint import Checkpointer
+from r1zero import grpo, rewards, sharding
+from r1zero.checkpoint import Checkpointer, all_finite
 from r1zero.config import TrainConfig, from_dict, to_dict
-from r1zero.data import load_task
-from r1zero.errors import MissingFileError, UserError
+from r1zero.data import check_task, load_task
+from r1zero.errors import MissingFileError, UserError, read_json
 from r1zero.evaluate import evaluate
-from r1zero.metrics import MetricWriter
+from r1zero.metrics import MetricWriter, read_jsonl
 from r1zero.models import Decoder, create_model, hf, logprob_pass, per_token_logprobs
 from r1zero.optim import init_opt_state, jit_update, make_optimizer
 from r1zero.rollout import collect_rollout, completion_rows, minibatches, rollout_metrics, train_arrays
@@ -342,8 +342,9 @@ class MetricsLog(Callback):
 
 
 class Checkpointing(Callback):
-    """A checkpoint every `checkpoint.every` steps, at the last step, and when a stop is requested
-    (also one that came between two steps, e.g. during a rollout)."""
+    """A checkpoint every `checkpoint.every` steps (0: none on the way), at the last step, and when a
+    stop is requested (also one that came between two steps, e.g. during a rollout), so that a
+    stopped run can always be resumed."""
 
     def __init__(self):
         self.saved = None
@@ -353,7 +354,8 @@ class Checkpointing(Callback):
 
     def after_step(self, trainer, state, batch, row):
         c = trainer.config
-        if state.step % c.checkpoint.every == 0 or state.step == c.steps or trainer.stop.requested:
+        every = c.checkpoint.every
+        if (every and state.step % every == 0) or state.step == c.steps or trainer.stop.requested:
             trainer.save(state, batch)
             self.saved = state.step
 
@@ -408,17 +410,24 @@ def run(trainer: Trainer, state: TrainState, batch: Batch | None,
             cb.on_step(trainer, state, batch, row)
         for cb in callbacks:  # ... then it is written, checkpointed and shown
             cb.after_step(trainer, state, batch, row)
-        check_finite(state, trainer.config)
+        check_finite(trainer, state)
     return state, batch
 
 
-def check_finite(state: TrainState, config: TrainConfig) -> None:
+def check_finite(trainer: Trainer, state: TrainState) -> None:
     """Stops a run whose steps keep failing: max_nonfinite_in_a_row non-finite steps in a row."""
-    if state.nonfinite_run >= config.optim.max_nonfinite_in_a_row:
-        raise NonFiniteError(
-            f"{state.nonfinite_run} steps in a row had a non-finite loss or gradient (step {state.step}); stopping "
-            f"(optim.max_nonfinite_in_a_row={config.optim.max_nonfinite_in_a_row}). Those steps were skipped; "
-            f"a lower optim.learning_rate or optim.max_grad_norm usually helps.")
+    limit = trainer.config.optim.max_nonfinite_in_a_row
+    if state.nonfinite_run < limit:
+        return
+    if all_finite(state.params):
+        where = "the parameters are those of the last finite update (the failed steps were skipped)"
+    else:  # an applied update overflowed; no checkpoint ever holds a non-finite state
+        steps = trainer.checkpointer.steps()
+        where = "the parameters are no longer finite; " + (
+            f"the newest checkpoint (step {steps[-1]}) holds finite ones" if steps else "no checkpoint was written")
+    raise NonFiniteError(f"{state.nonfinite_run} steps in a row had a non-finite loss or gradient (step {state.step}, "
+                         f"optim.max_nonfinite_in_a_row={limit}); stopping: {where}. A lower optim.learning_rate or "
+                         f"optim.max_grad_norm usually helps.")
 
 
 def train(config: TrainConfig, workdir: str | Path, progress: bool = True,
@@ -429,33 +438,56 @@ def train(config: TrainConfig, workdir: str | Path, progress: bool = True,
     `callbacks` run after the built-in ones. Returns the summary (held-out evaluation before RL and
     at the end)."""
     workdir = Path(workdir)
-    check_resume(config, workdir)
-    trainer = Trainer(config, workdir)
-    saving = [Checkpointing()] if config.checkpoint.every else []
-    callbacks = [Evaluation(), MetricsLog(), *saving, ProgressBar(progress), *callbacks]
-    try:
-        state, batch = trainer.start()
-        for cb in callbacks:
-            cb.on_start(trainer, state)
-        state, batch = run(trainer, state, batch, callbacks)
-        for cb in callbacks:
-            cb.on_end(trainer, state, batch)
-    finally:
-        for cb in callbacks:
-            cb.close()
-        trainer.close()  # the logs, the checkpointer (after its last save commits), the signal handlers
-    if not trainer.stop.requested:
-        hf.save_model(trainer.model(state.params), workdir / "final", tokenizer_dir=trainer.tok.path.parent)
+    check_config(config)
+    with RunLock(workdir):  # one trainer per run directory, taken before anything in it is read or written
+        check_resume(config, workdir)
+        trainer = Trainer(config, workdir)
+        callbacks = [Evaluation(), MetricsLog(), Checkpointing(), ProgressBar(progress), *callbacks]
+        try:
+            state, batch = trainer.start()
+            for cb in callbacks:
+                cb.on_start(trainer, state)
+            state, batch = run(trainer, state, batch, callbacks)
+            for cb in callbacks:
+                cb.on_end(trainer, state, batch)
+        finally:
+            for cb in callbacks:
+                cb.close()
+            trainer.close()  # the logs, the checkpointer (after its last save commits), the signal handlers
+        if not trainer.stop.requested:
+            hf.save_model(trainer.model(state.params), workdir / "final", tokenizer_dir=trainer.tok.path.parent)
+        return write_summary(trainer, state)
+
+
+def write_summary(trainer: Trainer, state: TrainState) -> dict[str, Any]:
+    """summary.json: the held-out evaluation before RL and at the end, and the run's counts."""
     summary = {"start": trainer.evals["start"], "end": trainer.evals["end"], "steps": state.step,
                "rollouts": state.rollout, "resumed_from": trainer.resumed_from, "preempted": trainer.stop.requested,
                "skipped_empty": state.skipped_empty, "skipped_nonfinite": state.skipped_nonfinite}
     if trainer.main_process:
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        (trainer.workdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
 
 # ---------------------------------------------------------------------------------------------------
 # The run directory: which config may continue it, and what it holds.
+
+
+def check_config(config: TrainConfig) -> None:
+    """What the config dataclasses cannot check themselves (names in registries, the task's files
+    and template), before anything is written."""
+    for name in dict.fromkeys((*config.task.rewards, config.task.accuracy_reward, "format")):
+        try:
+            rewards.get(name)
+        except UserError as e:
+            raise UserError(f"task.rewards / task.accuracy_reward: {e}") from None
+    g = config.grpo
+    for key, value, known in (("grpo.advantage", g.advantage, grpo.ADVANTAGES),
+                              ("grpo.aggregation", g.aggregation, grpo.AGGREGATIONS),
+                              ("grpo.kl_estimator", g.kl_estimator, grpo.KL_ESTIMATORS)):
+        if value not in known:
+            raise UserError(f"{key} must be one of {', '.join(known)}, got {value!r}")
+    check_task(config.task, config.model_dir or None)
 
 
 def resumable_fields(stored: TrainConfig) -> tuple[str, ...]:
@@ -478,9 +510,30 @@ def check_resume(config: TrainConfig, workdir: Path) -> None:
     if refused:
         raise UserError(f"{workdir} is a run with a different config (changed: {', '.join(refused)}); resume it "
                         f"with its own config (r1zero train --workdir {workdir}), or use a new run directory")
+    saved = _checkpointed_config(workdir)  # what the newest checkpoint was computed with
+    as_json = json.loads(json.dumps(to_dict(config)))  # the meta holds JSON: lists where the config has tuples
+    edited = [k for k in _changed_keys(saved, as_json) if k not in resumable_fields(stored)] if saved else []
+    if edited:
+        raise UserError(f"{workdir}/config.json differs from the config its checkpoints were written with "
+                        f"(changed: {', '.join(edited)}; edited by hand?); put those values back, or use a new "
+                        f"run directory")
     if changed and jax.process_index() == 0:
         with open(workdir / "overrides.jsonl", "a") as f:
             f.write(json.dumps({k: _get(to_dict(config), k) for k in changed}) + "\n")
+
+
+def _checkpointed_config(workdir: Path) -> dict | None:
+    """The config recorded in the newest checkpoint's meta, if one can be read."""
+    if not (workdir / "checkpoints").is_dir():
+        return None
+    ckpt = Checkpointer(workdir / "checkpoints")
+    try:
+        steps = ckpt.steps()
+        return ckpt.read_meta(steps[-1]).get("config") if steps else None
+    except Exception:  # noqa: BLE001 - an unreadable newest step is the restore's business (it falls back)
+        return None
+    finally:
+        ckpt.close()
 
 
 def load_run_config(workdir: str | Path) -> TrainConfig:
@@ -488,10 +541,9 @@ def load_run_config(workdir: str | Path) -> TrainConfig:
     path = Path(workdir) / "config.json"
     if not path.is_file():
         raise MissingFileError(f"{workdir} is not a run directory (no config.json)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a JSON object")
     return from_dict(TrainConfig, data, where=str(path))
 
 
@@ -560,15 +612,15 @@ def truncate_logs(workdir: Path, step: int) -> None:
     for name in ("metrics.jsonl", "completions.jsonl", "eval_completions.jsonl"):
         path = workdir / name
         if path.is_file():
-            keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            keep = [line for line, row in read_jsonl(path) if row.get("step", step + 1) <= step]
             tmp = path.with_suffix(".tmp")
             tmp.write_text("".join(line + "\n" for line in keep))
             tmp.replace(path)
 
 
 def export_run(workdir: str | Path, out: str | Path, step: int | None = None) -> Path:
-    """Writes the parameters of checkpoint `step` (default: the newest) of a run as a Hugging Face
-    directory with the run's tokenizer."""
+    """Writes the parameters of checkpoint `step` (default: the newest usable one) of a run as a
+    Hugging Face directory with the run's tokenizer."""
     workdir = Path(workdir)
     config = load_run_config(workdir)
     mesh = sharding.make_mesh(config.mesh)
@@ -584,9 +636,57 @@ def export_run(workdir: str | Path, out: str | Path, step: int | None = None) ->
         raise MissingFileError(f"{workdir}/checkpoints holds no checkpoint")
     if step is not None and step not in steps:
         raise UserError(f"no checkpoint at step {step} in {workdir}/checkpoints (steps: {steps})")
-    params = ckpt.restore_params(step if step is not None else steps[-1], _abstract(params))
-    ckpt.close()
+    try:
+        _, params = ckpt.restore_params(step, _abstract(params))
+    finally:
+        ckpt.close()
     return hf.save_model(nnx.merge(graphdef, params, rest), out, tokenizer_dir=workdir / "tokenizer")
+
+
+class RunLock:
+    """One trainer per run directory: an exclusive lock on `workdir/.lock`, which names its holder
+    (host, pid, since when). The kernel drops the lock when the holder dies, so a lock left by a
+    killed run is stale and taken over; a live holder is refused, by name. Only the first host of a
+    multi-host run takes it."""
+
+    def __init__(self, workdir: Path):
+        self.path, self._fd = workdir / ".lock", None
+
+    def acquire(self) -> None:
+        import fcntl
+        import os
+        import socket
+
+        if jax.process_index() != 0:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 4096).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(f"{self.path.parent} is in use by another trainer ({holder}); wait for it to end, or "
+                            f"use another run directory") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                 "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        import os
+
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)  # closing drops the lock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 class StopRequest:

@@ -175,6 +175,45 @@ def test_checkpoints_of_the_previous_format_are_named(tmp_path):
         train(config, tmp_path, progress=False)
 
 
+def test_a_hand_edited_config_and_a_torn_log_line(reference, tmp_path):
+    """config.json edited by hand after the checkpoints were written is refused (naming the key);
+    a metrics line cut short by a kill or a full disk is dropped on resume, not fatal."""
+    import shutil
+
+    from r1zero.train import load_run_config
+
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    saved = json.loads((run / "config.json").read_text())
+    edited = json.loads(json.dumps(saved))
+    edited["optim"]["learning_rate"] = 0.5
+    (run / "config.json").write_text(json.dumps(edited))
+    with pytest.raises(UserError, match=r"config.json differs from the config its checkpoints were written with "
+                                        r"\(changed: optim.learning_rate"):
+        train(load_run_config(run), run, progress=False)
+    (run / "config.json").write_text(json.dumps(saved))
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 9, "loss": 0.12')  # no newline: the write was cut short
+    assert train(resume_config(), run, progress=False)["resumed_from"] == 8
+    assert metric_rows(run) == metric_rows(reference)
+
+
+def test_one_trainer_per_run_directory_and_stale_locks_are_taken_over(tmp_path):
+    from r1zero.train import RunLock
+
+    config = quick_config(checkpoint=CheckpointConfig(every=1))
+    with RunLock(tmp_path):  # a live holder: refused, by name, before anything is read or written
+        with pytest.raises(UserError, match=rf'in use by another trainer \(.*"pid": {os.getpid()}'):
+            train(config, tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    code = ("import os, signal, sys; from pathlib import Path; from r1zero.train import RunLock; "
+            "RunLock(Path(sys.argv[1])).acquire(); os.kill(os.getpid(), signal.SIGKILL)")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, timeout=300)
+    assert proc.returncode == -9 and '"pid": ' in (tmp_path / ".lock").read_text()  # left behind by a dead run
+    assert train(dataclasses.replace(config, steps=2), tmp_path, progress=False)["steps"] == 2
+    assert not (tmp_path / ".lock").exists()
+
+
 def small_state(value: float = 1.0):
     return {"params": {"w": jnp.full((4, 3), value), "b": jnp.arange(3.0)}, "opt_state": {"count": jnp.asarray(2)}}
 
@@ -183,23 +222,34 @@ def abstract(tree):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
-def test_corrupted_newest_step_falls_back_with_a_warning(tmp_path, caplog):
-    ckpt = Checkpointer(tmp_path, keep=5)
+def corrupt(step_dir: Path) -> None:
+    for p in step_dir.rglob("*"):
+        if p.is_file() and "state" in str(p) and p.stat().st_size > 0:
+            p.write_bytes(b"garbage")  # truncated/unreadable data files
+
+
+def test_an_unusable_newest_step_is_moved_aside_and_never_costs_the_good_one(tmp_path, caplog):
+    directory = tmp_path / "checkpoints"
+    ckpt = Checkpointer(directory, keep=5)
     for step in (1, 2):
         ckpt.save(step, small_state(step), {"x": np.full(2, step)} if step == 2 else None, {"step": step})
-    ckpt.wait()
-    victims = [p for p in (tmp_path / "2").rglob("*") if p.is_file() and "state" in str(p) and p.stat().st_size > 0]
-    for p in victims:
-        p.write_bytes(b"garbage")  # truncated/unreadable data files
+    ckpt.close()
+    corrupt(directory / "2")
+    ckpt = Checkpointer(directory, keep=1)  # retention of one step: the good one must survive the bad one
     step, state, rollout, meta = ckpt.restore_latest(abstract(small_state()))
     assert step == 1 and meta["step"] == 1 and float(state["params"]["w"][0, 0]) == 1.0 and rollout is None
     assert "checkpoint step 2" in caplog.text and "unusable" in caplog.text
-    for p in (tmp_path / "1").rglob("*"):
-        if p.is_file() and "state" in str(p):
-            p.write_bytes(b"garbage")
-    with pytest.raises(UserError, match=r"no usable checkpoint .*step 2: .*step 1: "):
-        ckpt.restore_latest(abstract(small_state()))
+    assert ckpt.steps() == [1] and "could not be restored" in (tmp_path / "checkpoints-unusable/2/UNUSABLE.txt").read_text()
+    assert ckpt.save(2, small_state(2), None, {"step": 2})  # the run can pass step 2 again
+    ckpt.wait()
+    assert ckpt.steps() == [2] and float(ckpt.restore_latest(abstract(small_state()))[1]["params"]["w"][0, 0]) == 2.0
+    ckpt.save(3, small_state(3), None, {"step": 3})
     ckpt.close()
+    assert Checkpointer(directory).steps() == [3]
+    corrupt(directory / "3")
+    with pytest.raises(UserError, match=r"no usable checkpoint .*step 3: "):
+        Checkpointer(directory).restore_latest(abstract(small_state()))
+    assert Checkpointer(directory).steps() == [3]  # nothing restored: nothing moved
 
 
 def test_nonfinite_parameters_are_never_saved_and_retention_keeps_last_and_best(tmp_path):
@@ -265,6 +315,15 @@ def test_export_round_trip_through_transformers(reference, tmp_path):
     final = load_file(reference / "final/model.safetensors")  # step 6 is not the end: different weights
     assert any(not np.array_equal(load_file(out / "model.safetensors")[k], final[k]) for k in final)
     assert main(["export", "--workdir", str(reference), "--step", "5", "--out", str(out)]) == 2
+    import shutil
+
+    run = tmp_path / "run"  # the newest step unusable: export takes the newest usable one, moving nothing
+    shutil.copytree(reference, run)
+    corrupt(run / "checkpoints" / "8")
+    assert main(["export", "--workdir", str(run), "--out", str(tmp_path / "hf6")]) == 0
+    exported = load_file(tmp_path / "hf6" / "model.safetensors")
+    assert all(np.array_equal(exported[k], load_file(out / "model.safetensors")[k]) for k in exported)  # step 6
+    assert (run / "checkpoints" / "8").is_dir() and not (run / "checkpoints-unusable").exists()
 
 
 def test_resume_rules_of_the_train_command(reference, tmp_path, capsys):

@@ -115,3 +115,20 @@ def test_train_command_runs_and_reports(tmp_path, capsys):
     assert saved["seed"] == 1 and saved["task"]["eval_size"] == 32 and saved["sampling"]["num_samples"] == 4
     code = main(["train", "--config", config, "--workdir", str(tmp_path / "x"), "--set", "optim.lr=1"])
     assert code == 2 and "unknown config key 'optim.lr'" in capsys.readouterr().err
+
+
+def test_a_full_disk_is_one_line_that_names_it(monkeypatch, capsys):
+    import errno
+
+    from r1zero import cli
+
+    def full(args):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/checkpoints/200/state/d/0.tmp")
+        except OSError as e:  # as orbax reports it: wrapped in its own error
+            raise RuntimeError("Failed to write array data: tensorstore error") from e
+
+    monkeypatch.setattr(cli, "_info", full)
+    assert cli.main(["info", "--model", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the disk is full (No space left on device: /runs/x/checkpoints/200" in err

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from r1zero.config import MeshConfig, ModelConfig, apply_overrides
+from r1zero.config import MeshConfig, ModelConfig, TrainConfig, apply_overrides, from_dict, to_dict
+from r1zero.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +43,7 @@ def test_bad_overrides_name_the_key(override, message):
 
 
 def test_model_config_validates():
-    with pytest.raises(ValueError, match="multiple of num_kv_heads"):
+    with pytest.raises(ValueError, match="multiple of model.num_kv_heads"):
         ModelConfig(num_heads=4, num_kv_heads=3)
     with pytest.raises(ValueError, match="architecture"):
         ModelConfig(architecture="gpt2")
@@ -68,3 +69,50 @@ def test_load_config_file_errors(tmp_path):
     (tmp_path / "bad.py").write_text("x = 1\n")
     with pytest.raises(ValueError, match="defines no get_config"):
         load_config_file(str(tmp_path / "bad.py"))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.learning_rate=nan", "optim.learning_rate must be finite and >= 0, got nan"),
+    ("optim.learning_rate=-1e-4", "optim.learning_rate must be finite and >= 0"),
+    ("optim.learning_rate=inf", "optim.learning_rate must be finite"),
+    ("steps=-5", "steps must be >= 1, got -5"),
+    ("eval_every=-1", "eval_every must be >= 0"),
+    ("checkpoint.keep=0", "checkpoint.keep must be >= 1"),
+    ("optim.max_grad_norm=0", "optim.max_grad_norm must be finite and > 0"),
+    ("sampling.num_samples=1", "sampling.num_samples must be >= 2 for training"),
+    ("sampling.temperature=0", "sampling.temperature must be > 0 for training"),
+    ("num_minibatches=0", "num_minibatches must be >= 1"),
+    ("optim.micro_batches=0", "optim.micro_batches must be >= 1"),
+    ("optim.micro_batches=3", "optim.micro_batches must be a divisor of the 128 rows"),
+    ("mu=0", "mu must be >= 1"),
+    ("model.num_kv_heads=0", "model.num_kv_heads must be >= 1"),
+    ("model.head_dim=7", "model.head_dim must be even"),
+    ("num_minibatches=3", "prompts_per_rollout must be a multiple of num_minibatches"),
+    ("task.reward_weights=1,2", "task.reward_weights must be one weight per reward"),
+    ("sampling.param_layout=fsdp", "sampling.param_layout must be auto or train"),
+    ("grpo.epsilon_low=1.5", "grpo.epsilon_low must be < 1"),
+    ("grpo.overlong_cache=16", "grpo.overlong_cache must be < sampling.max_new_tokens"),
+    ("mesh.fsdp=0", "mesh.fsdp must be >= 1 or -1"),
+    ("seed=-1", "seed must be >= 0"),
+])
+def test_train_config_values_are_checked_and_named(override, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        apply_overrides(TrainConfig(), [override])
+
+
+def test_overrides_are_checked_together_not_one_by_one():
+    start = apply_overrides(TrainConfig(), ["num_minibatches=4"])
+    config = apply_overrides(start, ["prompts_per_rollout=6", "num_minibatches=3"])  # 6 % 4 != 0 on the way
+    assert (config.prompts_per_rollout, config.num_minibatches) == (6, 3)
+
+
+def test_a_config_file_with_values_of_the_wrong_type_is_named():
+    data = to_dict(TrainConfig())
+    data["steps"] = "300"
+    with pytest.raises(UserError, match=r"run/config.json.steps must be of type int, got '300'"):
+        from_dict(TrainConfig, data, where="run/config.json")
+    data["steps"], data["optim"]["learning_rate"] = 300, "1e-4"
+    with pytest.raises(UserError, match="optim.learning_rate must be of type float"):
+        from_dict(TrainConfig, data, where="run/config.json")
+    data["optim"]["learning_rate"] = 1  # an int where a float goes is fine
+    assert from_dict(TrainConfig, data).optim.learning_rate == 1

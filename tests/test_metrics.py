@@ -45,3 +45,17 @@ def test_reflective_words_are_whole_words():
     rates = reflective_rates(["Wait, let me check.", "a waiter checks", "but"])
     assert rates["reflect/wait"] == pytest.approx(1 / 3) and rates["reflect/check"] == pytest.approx(1 / 3)
     assert rates["reflect/any"] == pytest.approx(2 / 3)
+
+
+def test_logs_are_read_past_a_torn_last_line_but_not_a_bad_middle_one(tmp_path):
+    import pytest
+
+    from r1zero.errors import UserError
+    from r1zero.metrics import read_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')
+    assert [row["step"] for _, row in read_jsonl(path)] == [1, 2]
+    path.write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n')
+    with pytest.raises(UserError, match="metrics.jsonl line 2: not JSON"):
+        read_jsonl(path)

@@ -65,7 +65,10 @@ def test_report_of_one_run_writes_into_it_and_names_bad_input(tmp_path, capsys):
     assert main(["report", "--workdir", str(run)]) == 0
     assert (run / "plots" / "overview.png").read_bytes().startswith(PNG) and (run / "report.md").is_file()
     with open(run / "metrics.jsonl", "a") as f:
-        f.write("{not json\n")
+        f.write('{"step": 11, "lo')  # a last line cut short (a kill, a full disk) is left out
+    assert main(["report", "--workdir", str(run)]) == 0
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('\n{"step": 12}\n')  # ... but a bad line with rows after it is an error
     assert main(["report", "--workdir", str(run)]) == 2
     assert "metrics.jsonl line 12: not JSON" in capsys.readouterr().err
     assert main(["report", "--workdir", str(tmp_path / "nothing")]) == 2

@@ -130,6 +130,22 @@ def test_resume_rule_names_what_changed_and_records_harmless_changes(tmp_path):
     assert "steps" in train_mod.resumable_fields(constant) and "steps" not in train_mod.resumable_fields(config)
 
 
+@pytest.mark.parametrize("change, message", [
+    (dict(grpo=GRPOConfig(advantage="ppo")), "grpo.advantage must be one of grpo, mean_only"),
+    (dict(grpo=GRPOConfig(aggregation="sum")), "grpo.aggregation must be one of"),
+    (dict(grpo=GRPOConfig(kl_estimator="k4")), "grpo.kl_estimator must be one of"),
+    (dict(task=TaskConfig(dataset="digitz")), "task.dataset: unknown dataset 'digitz'"),
+    (dict(task=TaskConfig(rewards=("acc",), reward_weights=(1.0,))), "unknown reward 'acc'"),
+    (dict(task=TaskConfig(accuracy_reward="acc")), "unknown reward 'acc'"),
+    (dict(task=TaskConfig(template="no slot")), "template 'no slot'"),
+    (dict(task=TaskConfig(dataset="jsonl", path="/nonexistent/x.jsonl")), "task.path /nonexistent/x.jsonl does not"),
+])
+def test_names_and_files_are_checked_before_anything_is_written(tmp_path, change, message):
+    with pytest.raises(UserError, match=message):
+        train_mod.train(tiny_config(**change), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_first_minibatch_logprobs_agree_with_the_sampler(tmp_path):
     """Logged every rollout: |sampler - trainer| log-prob difference on the first (on-policy) step."""
     config = tiny_config(steps=2, sampling=SamplingConfig(num_samples=4, max_new_tokens=3, max_prompt_len=16))
@@ -194,3 +210,20 @@ def test_nonfinite_steps_in_a_row_stop_the_run(tmp_path, monkeypatch):
     assert not (tmp_path / "final").exists()  # no model written from a failing run
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["skipped_nonfinite"] == 2
+
+
+def test_the_nonfinite_stop_says_where_finite_weights_are():
+    from types import SimpleNamespace
+
+    import jax.numpy as jnp
+
+    config = tiny_config(optim=OptimConfig(max_nonfinite_in_a_row=2))
+    state = lambda w: train_mod.TrainState({"w": jnp.asarray([w])}, None, None, step=7, nonfinite_run=2)
+    trainer = lambda saved: SimpleNamespace(config=config, checkpointer=SimpleNamespace(steps=lambda: saved))
+    with pytest.raises(UserError, match=r"\(step 7, optim.max_nonfinite_in_a_row=2\).*failed steps were skipped"):
+        train_mod.check_finite(trainer([5]), state(1.0))
+    with pytest.raises(UserError, match=r"no longer finite; the newest checkpoint \(step 5\) holds finite ones"):
+        train_mod.check_finite(trainer([5]), state(float("nan")))
+    with pytest.raises(UserError, match="no longer finite; no checkpoint was written"):
+        train_mod.check_finite(trainer([]), state(float("inf")))
+    train_mod.check_finite(trainer([]), dataclasses.replace(state(float("nan")), nonfinite_run=1))  # below the limit

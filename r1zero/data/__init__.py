@@ -11,7 +11,7 @@ from typing import Any
 
 from r1zero.config import TaskConfig
 from r1zero.data.templates import render
-from r1zero.errors import UserError
+from r1zero.errors import MissingFileError, UserError
 
 
 def load_task(config: TaskConfig, seed: int, data_dir: str | Path, batch_size: int,
@@ -37,6 +37,27 @@ def load_task(config: TaskConfig, seed: int, data_dir: str | Path, batch_size: i
     return PromptIterator(b.as_data_source("train"), batch_size, seed, prepare), held_out
 
 
+def check_task(config: TaskConfig, tokenizer_dir: str | Path | None = None) -> None:
+    """The task's names and files, checked without building anything: a known dataset (and
+    reasoning-gym generator), `task.path` where one is needed or given, a template that renders."""
+    from r1zero.data.generators import GENERATORS
+
+    name = config.dataset
+    if name.startswith("reasoning_gym:"):
+        import reasoning_gym
+
+        known = sorted(reasoning_gym.factory.DATASETS)
+        if name.split(":", 1)[1] not in known:
+            raise UserError(f"task.dataset: unknown reasoning_gym dataset {name!r}; known: {known}")
+    elif name not in GENERATORS:
+        raise UserError(f"task.dataset: unknown dataset {name!r}; known: {sorted(GENERATORS)} and reasoning_gym:<name>")
+    if name == "jsonl" and not config.path:
+        raise UserError("task.path: dataset 'jsonl' needs a file")
+    if config.path and not Path(config.path).exists():
+        raise MissingFileError(f"task.path {config.path} does not exist")
+    render(config.template, "x", tokenizer_dir)
+
+
 def _build(builders, config: TaskConfig, seed: int, data_dir):
     """The prepared builder; on several hosts the first builds while the others wait, then they read."""
     import jax
@@ -50,4 +71,4 @@ def _build(builders, config: TaskConfig, seed: int, data_dir):
     return b or builders.builder(config, seed, data_dir)
 
 
-__all__ = ["load_task", "render"]
+__all__ = ["check_task", "load_task", "render"]

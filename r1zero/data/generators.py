@@ -254,8 +254,15 @@ def reasoning_gym(name: str, config: TaskConfig, seed: int) -> dict[str, list[Ex
 def jsonl(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
     """A local JSON-lines file (`path`) with `prompt_field` and `answer_field`; `eval_size` rows
     (fixed by the seed) are held out."""
-    rows = [example(f"jsonl-{line_no}", row[config.prompt_field], row[config.answer_field])
-            for line_no, row in read_jsonl(Path(config.path), (config.prompt_field, config.answer_field))]
+    rows = []
+    for line_no, row in read_jsonl(Path(config.path), (config.prompt_field, config.answer_field)):
+        prompt, answer = row[config.prompt_field], row[config.answer_field]
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise UserError(f"{config.path}:{line_no}: field {config.prompt_field!r} must be non-empty text, got {prompt!r}"[:300])
+        if not isinstance(answer, (str, int, float)) or isinstance(answer, bool):
+            raise UserError(f"{config.path}:{line_no}: field {config.answer_field!r} must be text or a number, "
+                            f"got {answer!r}"[:300])
+        rows.append(example(f"jsonl-{line_no}", prompt, answer))
     return _split_held_out(rows, config.eval_size, seed)
 
 
@@ -266,8 +273,12 @@ def jsonl(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
 def read_jsonl(path: Path, required: tuple[str, ...]) -> Iterable[tuple[int, dict]]:
     if not path.is_file():
         raise MissingFileError(f"{path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path}:{line_no}: not UTF-8 text ({e.reason} at byte {e.start})") from None
             if not line.strip():
                 continue
             try:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from r1zero.errors import UserError
+from r1zero.errors import UserError, read_json
 
 R1ZERO = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
@@ -51,10 +50,8 @@ def render_chat(tokenizer_dir: str | Path | None, question: str) -> str:
         source = where.read_text()
     elif (d / "tokenizer_config.json").is_file():
         where = d / "tokenizer_config.json"
-        try:
-            source = json.loads(where.read_text()).get("chat_template")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-            raise UserError(f"{where}: not a JSON object ({e})") from None
+        found = read_json(where)
+        source = found.get("chat_template") if isinstance(found, dict) else None
     if not source:
         raise UserError(f"template 'chat': {d} has no chat template (tokenizer_config.json or chat_template.jinja)")
     return _render_bounded(_sandbox().from_string(source), where, messages=[{"role": "user", "content": question}],

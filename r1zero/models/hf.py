@@ -22,7 +22,7 @@ from safetensors.numpy import save_file
 
 from r1zero import sharding
 from r1zero.config import MeshConfig, ModelConfig, RopeScaling
-from r1zero.errors import MissingFileError, UserError
+from r1zero.errors import MissingFileError, UserError, read_json
 from r1zero.models.decoder import Decoder
 from r1zero.models.factory import model_from_arrays, to_host_arrays
 
@@ -44,7 +44,18 @@ def read_config(model_dir: str | os.PathLike, param_dtype: str | None = None,
     """ModelConfig from `model_dir/config.json`. Dtypes default to float32 on CPU (bfloat16 is
     slower there) and to the checkpoint's dtype on accelerators."""
     path = _require_file(Path(model_dir), "config.json")
-    hf = json.loads(path.read_text())
+    hf = read_json(path)
+    if not isinstance(hf, dict):
+        raise UserError(f"{path}: not a JSON object")
+    try:
+        return _model_config(hf, path, param_dtype, compute_dtype)
+    except KeyError as e:
+        raise UserError(f"{path}: no {e.args[0]!r}") from None
+    except (UserError, TypeError, ValueError, ZeroDivisionError) as e:
+        raise UserError(f"{path}: {e}") from None
+
+
+def _model_config(hf: dict, path: Path, param_dtype: str | None, compute_dtype: str | None) -> ModelConfig:
     arch = _architecture(hf, path)
     if hf.get("use_sliding_window"):
         raise UserError(f"{path}: use_sliding_window=true is not supported")
@@ -231,11 +242,11 @@ class _LazyTensors(Mapping):
     """name -> tensor of a (possibly sharded) safetensors checkpoint; `.shape` is read from the
     header and the data only on `[...]`, so one tensor at a time is copied from the mapped file."""
 
-    def __init__(self, handles: dict[str, Any]):
-        self._handles = handles
+    def __init__(self, handles: dict[str, tuple[Any, Path]]):
+        self._handles = handles  # name -> (open file, its path)
 
     def __getitem__(self, name):
-        return _Tensor(self._handles[name], name)
+        return _Tensor(*self._handles[name], name)
 
     def __iter__(self):
         return iter(self._handles)
@@ -245,12 +256,15 @@ class _LazyTensors(Mapping):
 
 
 class _Tensor:
-    def __init__(self, handle, name):
-        self._handle, self._name = handle, name
+    def __init__(self, handle, path: Path, name: str):
+        self._handle, self._path, self._name = handle, path, name
         self.shape = tuple(handle.get_slice(name).get_shape())
 
     def __getitem__(self, _):
-        return self._handle.get_tensor(self._name)
+        try:
+            return self._handle.get_tensor(self._name)
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for damaged data
+            raise UserError(f"{self._path}: tensor {self._name!r} cannot be read ({e}); is the file complete?") from None
 
 
 def open_safetensors(model_dir: str | os.PathLike) -> _LazyTensors:
@@ -260,7 +274,7 @@ def open_safetensors(model_dir: str | os.PathLike) -> _LazyTensors:
         raise MissingFileError(f"model directory {model_dir} does not exist")
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
+        weight_map = read_json(index)["weight_map"]
         files = sorted(set(weight_map.values()))
     elif (model_dir / "model.safetensors").is_file():
         files = ["model.safetensors"]
@@ -274,8 +288,11 @@ def open_safetensors(model_dir: str | os.PathLike) -> _LazyTensors:
         path = model_dir / f
         if not path.is_file():
             raise MissingFileError(f"{path} is missing (named by {index.name})")
-        handle = safe_open(str(path), framework="np")
-        handles.update({name: handle for name in handle.keys()})
+        try:
+            handle = safe_open(str(path), framework="np")
+        except Exception as e:  # noqa: BLE001 - as above
+            raise UserError(f"{path}: not a readable safetensors file ({e})") from None
+        handles.update({name: (handle, path) for name in handle.keys()})
     return _LazyTensors(handles)
 
 
@@ -349,7 +366,7 @@ def save_model(model: Decoder, out_dir: str | os.PathLike, tokenizer_dir: str | 
                 shutil.copyfile(Path(tokenizer_dir) / name, out / name)
         src_cfg = Path(tokenizer_dir) / "config.json"
         if src_cfg.is_file():
-            src = json.loads(src_cfg.read_text())
+            src = read_json(src_cfg)
             eos, bos = src.get("eos_token_id"), src.get("bos_token_id")
     config = hf_config_dict(c, eos, bos)
     if dtype is not None:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from r1zero.config import TaskConfig
+from r1zero.errors import UserError
 from r1zero.data.generators import generate
 from r1zero.rewards.arith import evaluate
 
@@ -136,3 +137,12 @@ def test_bad_rows_name_file_and_line(tmp_path):
     f.write_text("")
     with pytest.raises(ValueError, match="eval_size must be between"):  # an empty file
         generate(TaskConfig(dataset="jsonl", path=str(f), eval_size=1), seed=0)
+    f.write_bytes(json.dumps({"prompt": "a", "answer": "b"}).encode() + b"\n" + b'{"prompt": "\xff\xfe", "answer": 1}\n')
+    with pytest.raises(UserError, match=r"d.jsonl:2: not UTF-8 text"):
+        generate(TaskConfig(dataset="jsonl", path=str(f), eval_size=1), seed=0)
+    for bad, message in (({"prompt": 7, "answer": "b"}, "'prompt' must be non-empty text, got 7"),
+                         ({"prompt": {"x": 1}, "answer": "b"}, "'prompt' must be non-empty text"),
+                         ({"prompt": "a", "answer": [1, 2]}, "'answer' must be text or a number, got \\[1, 2\\]")):
+        f.write_text(json.dumps({"prompt": "ok", "answer": 1}) + "\n" + json.dumps(bad) + "\n")
+        with pytest.raises(UserError, match=r"d.jsonl:2: field " + message):
+            generate(TaskConfig(dataset="jsonl", path=str(f), eval_size=1), seed=0)

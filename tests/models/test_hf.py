@@ -123,6 +123,27 @@ def test_missing_config_and_weights(qwen2_dir, tmp_path):
         hf.load_model(d)
 
 
+def test_damaged_files_are_named(qwen2_dir, tmp_path):
+    from r1zero.errors import UserError
+    from r1zero.tokenizer import Tokenizer
+
+    d = tmp_path / "m"
+    shutil.copytree(qwen2_dir, d)
+    weights = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(weights[: len(weights) // 2])  # a download cut short
+    with pytest.raises(UserError, match=r"model.safetensors.*(not a readable safetensors file|cannot be read)"):
+        hf.load_model(d)
+    (d / "model.safetensors").write_bytes(weights[:100])  # not even a whole header
+    with pytest.raises(UserError, match=r"model.safetensors: not a readable safetensors file"):
+        hf.load_model(d)
+    (d / "tokenizer.json").write_text('{"model": {"type": "BPE", "vocab": ')
+    with pytest.raises(UserError, match=r"tokenizer.json: not a readable tokenizer"):
+        Tokenizer(d)
+    (d / "config.json").write_text("{oops")
+    with pytest.raises(UserError, match=r"m/config.json: not valid JSON"):
+        hf.load_model(d)
+
+
 def test_unsupported_architecture(qwen2_dir, tmp_path):
     d = tmp_path / "m"
     shutil.copytree(qwen2_dir, d)
