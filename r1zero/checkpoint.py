@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -90,7 +90,8 @@ class Checkpointer:
     def read_meta(self, step: int) -> dict:
         return dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
-    def restore_latest(self, abstract_state: Any, move_aside: bool = True) -> tuple[int, Any, dict | None, dict] | None:
+    def restore_latest(self, abstract_state: Any, move_aside: bool = True,
+                       check_meta: Callable[[dict], None] | None = None) -> tuple[int, Any, dict | None, dict] | None:
         """(step, state, rollout or None, meta) of the newest step that restores, onto the shapes
         and shardings of `abstract_state` (ShapeDtypeStructs with shardings; other leaves, such as
         counters, take the saved values), or None if there is no step.
@@ -99,7 +100,8 @@ class Checkpointer:
         with a warning naming them and, once an older step has restored, moved aside to
         `<directory>-unusable/<step>` with the reason (`move_aside`): kept for inspection, but no
         longer in the way of the run saving that step again or of retention. If steps exist but
-        none restores, nothing is moved and the error lists what was found.
+        none restores, nothing is moved and the error lists what was found. `check_meta(meta)` may
+        reject a step's record by raising (e.g. a data position that is not one).
         """
         failures: dict[int, str] = {}
         for step in reversed(self.steps()):
@@ -108,6 +110,8 @@ class Checkpointer:
                 if "rollout" in self._manager.item_metadata(step):
                     items["rollout"] = ocp.args.StandardRestore()
                 restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+                if check_meta is not None:
+                    check_meta(dict(restored["meta"]))
             except Exception as e:  # noqa: BLE001 - orbax raises many kinds for damaged files
                 failures[step] = self._unusable(step, e)
                 continue

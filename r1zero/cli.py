@@ -122,8 +122,8 @@ def _pretrain(args: argparse.Namespace) -> str:
 def _export(args: argparse.Namespace) -> str:
     from r1zero.train import export_run
 
-    out = export_run(args.workdir, args.out, args.step)
-    return f"exported {out}"
+    step, out = export_run(args.workdir, args.out, args.step)
+    return f"exported step {step} to {out}"
 
 
 def _info(args: argparse.Namespace) -> dict:

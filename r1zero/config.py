@@ -224,8 +224,8 @@ class TaskConfig:
         _need(len(self.rewards) == len(self.reward_weights), "task.reward_weights",
               f"one weight per reward in task.rewards {self.rewards}", self.reward_weights)
         _need(bool(self.rewards), "task.rewards", "at least one reward", self.rewards)
-        _need(all(_finite(w) for w in self.reward_weights), "task.reward_weights", "finite numbers",
-              self.reward_weights)
+        _need(all(_finite(w) for w in self.reward_weights) and any(self.reward_weights), "task.reward_weights",
+              "finite numbers, not all 0", self.reward_weights)
         for name in ("train_size", "eval_size", "difficulty", "max_number", "max_target"):
             _need(getattr(self, name) >= 1, f"task.{name}", ">= 1", getattr(self, name))
 
@@ -295,8 +295,9 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("steps", "prompts_per_rollout", "num_minibatches", "mu", "logprob_chunk_tokens"):
             _need(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
-        for name in ("seed", "eval_every", "log_completions"):
+        for name in ("eval_every", "log_completions"):
             _need(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
+        _need(0 <= self.seed < 2**31, "seed", "in [0, 2**31)", self.seed)
         _need(self.prompts_per_rollout % self.num_minibatches == 0, "prompts_per_rollout",
               f"a multiple of num_minibatches ({self.num_minibatches})", self.prompts_per_rollout)
         rows = self.prompts_per_rollout // self.num_minibatches * self.sampling.num_samples
@@ -339,8 +340,8 @@ class PretrainConfig:
         for name in ("steps", "batch_size", "eval_rows", "logprob_chunk_tokens"):
             _need(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
         _need(self.seq_len >= 2, "seq_len", ">= 2", self.seq_len)
-        for name in ("seed", "eval_every"):
-            _need(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
+        _need(self.eval_every >= 0, "eval_every", ">= 0", self.eval_every)
+        _need(0 <= self.seed < 2**31, "seed", "in [0, 2**31)", self.seed)
 
 
 def apply_overrides(config: Any, overrides: list[str] | dict[str, str]) -> Any:
@@ -413,16 +414,23 @@ def to_dict(config: Any) -> dict:
 
 
 def from_dict(cls: type, data: dict, where: str = "config") -> Any:
-    """The dataclass `cls` from `to_dict` output (lists become tuples); unknown keys are errors."""
+    """The dataclass `cls` from `to_dict` output (lists become tuples); unknown keys, values of the
+    wrong type and values out of range are UserErrors that name `where` (e.g. the file)."""
+    try:
+        return _from_dict(cls, data, where)
+    except UserError as e:
+        if where == "config" or str(e).startswith(where):
+            raise
+        raise UserError(f"{where}: {e}") from None
+
+
+def _from_dict(cls: type, data: dict, where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise UserError(f"{where}: unknown keys {unknown}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _from_value(hints[name], value, f"{where}.{name}")
-    return cls(**kwargs)
+    return cls(**{name: _from_value(hints[name], value, f"{where}.{name}") for name, value in data.items()})
 
 
 def _from_value(annotation: Any, value: Any, where: str) -> Any:
@@ -435,7 +443,7 @@ def _from_value(annotation: Any, value: Any, where: str) -> Any:
         return _from_value(args[0], value, where) if len(args) == 1 else value
     if dataclasses.is_dataclass(annotation):
         _need(isinstance(value, dict), where, "a JSON object", value)
-        return from_dict(annotation, value, where)
+        return _from_dict(annotation, value, where)
     if origin is tuple:
         _need(isinstance(value, (list, tuple)), where, "a list", value)
         (elem, *_rest) = typing.get_args(annotation)

@@ -16,6 +16,14 @@ from r1zero.sampler import sample
 from r1zero.tokenizer import Tokenizer
 
 
+MODES = ("greedy", "sampled")
+
+
+def metric_names() -> list[str]:
+    """The names `evaluate` reports (what checkpoint.best_metric may name)."""
+    return [f"eval/{mode}_{k}" for mode in MODES for k in text_stats(["x"], np.ones(1), [True], [True])]
+
+
 def evaluate(model: Decoder, tok: Tokenizer, examples: list[dict], config: TrainConfig, key: jax.Array,
              mesh=None) -> tuple[dict[str, float], list[dict]]:
     """(metrics, rows) on the held-out examples, decoded greedily and sampled once each at the
@@ -27,7 +35,7 @@ def evaluate(model: Decoder, tok: Tokenizer, examples: list[dict], config: Train
         examples = examples[: len(examples) // n * n][jax.process_index()::n]
     acc = config.task.accuracy_reward
     out, rows = {}, [{"id": ex.get("id", str(i)), "answer": ex.get("answer")} for i, ex in enumerate(examples)]
-    for name, temperature in (("greedy", 0.0), ("sampled", config.sampling.temperature)):
+    for name, temperature in zip(MODES, (0.0, config.sampling.temperature)):
         scfg = dataclasses.replace(config.sampling, num_samples=1, temperature=temperature)
         s = sample(model, [ex["prompt"] for ex in examples], key, scfg, tok, mesh)
         parts = rewards.score(s.texts, examples, {}, measure=(acc, "format")).parts

@@ -48,7 +48,7 @@ def advantages(rewards_PxG, valid_PxG, estimator: str = "grpo", eps: float = 1e-
         total = w.sum()
         var = (centred**2).sum() / jnp.maximum(total - ddof, 1)
         adv = centred / (jnp.sqrt(var) + eps)
-    return jnp.where((n_P >= 2)[:, None] & valid_PxG, adv, 0.0)
+    return jnp.where((n_P >= 2)[:, None] & informative_P[:, None] & valid_PxG, adv, 0.0)  # 0/0 stays out
 
 
 def kl_divergence(logp_BxT, ref_logp_BxT, estimator: str = "k3", mask_BxT=None):

@@ -66,23 +66,29 @@ def split_mean(values: np.ndarray, by: np.ndarray) -> tuple[float, float]:
     return pick(by), pick(~by)
 
 
-def read_jsonl(path: str | Path) -> list[tuple[str, dict]]:
-    """(line, row) of each row of a log. A last line that is not JSON is a write cut short (a kill,
-    a full disk): it is left out, with a warning. A bad line before the last is an error naming it."""
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The rows (JSON objects) of a log. A last line that is not one is a write cut short (a kill, a
+    full disk): it is left out, with a warning. A bad line before the last is an error naming it."""
     import logging
 
+    from r1zero.errors import UserError
+
     lines = [line for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
-    out = []
+    rows = []
     for i, line in enumerate(lines, 1):
         try:
-            out.append((line, json.loads(line)))
+            row = json.loads(line)
         except json.JSONDecodeError as e:
-            if i < len(lines):
-                from r1zero.errors import UserError
-
-                raise UserError(f"{path} line {i}: not JSON ({e.msg})") from None
+            row, why = None, e.msg
+        else:
+            why = "not a JSON object"
+        if isinstance(row, dict):
+            rows.append(row)
+        elif i < len(lines):
+            raise UserError(f"{path} line {i}: not a log row ({why})")
+        else:
             logging.getLogger("r1zero.metrics").warning("%s: its last line is cut short; left out", path)
-    return out
+    return rows
 
 
 class MetricWriter:

@@ -71,7 +71,7 @@ def _read_jsonl(path: Path, required: bool) -> list[dict]:
         if required:
             raise MissingFileError(f"{path} does not exist: is {path.parent} a run directory?")
         return []
-    return [row for _, row in read_jsonl(path)]
+    return read_jsonl(path)
 
 
 def load_run(workdir: str | Path, name: str | None = None) -> Run:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -40,8 +41,8 @@ from r1zero.checkpoint import Checkpointer, all_finite
 from r1zero.config import TrainConfig, from_dict, to_dict
 from r1zero.data import check_task, load_task
 from r1zero.errors import MissingFileError, UserError, read_json
-from r1zero.evaluate import evaluate
-from r1zero.metrics import MetricWriter, read_jsonl
+from r1zero.evaluate import evaluate, metric_names
+from r1zero.metrics import MetricWriter
 from r1zero.models import Decoder, create_model, hf, logprob_pass, per_token_logprobs
 from r1zero.optim import init_opt_state, jit_update, make_optimizer
 from r1zero.rollout import collect_rollout, completion_rows, minibatches, rollout_metrics, train_arrays
@@ -173,8 +174,9 @@ class Trainer:
         self.mesh = sharding.make_mesh(config.mesh)
         self.prompts, self.held_out = load_task(config.task, config.seed, workdir / "data", config.prompts_per_rollout,
                                                 tokenizer_dir=config.model_dir or None)
-        examples = self.held_out if config.model_dir else self.prompts.examples() + self.held_out
+        examples = self.prompts.examples() + self.held_out
         model, self.tok, self.config = setup_model(config, workdir, self.mesh, examples)
+        check_against_model(self.config, self.tok, examples)
         self.main_process = jax.process_index() == 0
         if self.main_process:
             write_run_files(workdir, config, self.config, self.tok)
@@ -199,21 +201,24 @@ class Trainer:
         that no step appears twice, and opened; from here a SIGTERM/SIGINT sets `stop.requested`."""
         state, self._initial = self._initial, None
         try:
-            restored = self.checkpointer.restore_latest(_abstract(state))
+            restored = self.checkpointer.restore_latest(_abstract(state), check_meta=self._use_meta)
         except UserError:
             self._refuse_older_format()
             raise
         batch = None
         if restored is not None:
-            self.resumed_from, state, arrays, meta = restored
-            self.prompts.set_state(meta["data"])
-            self.evals = {"start": meta["start_eval"], "end": meta["end_eval"]}
+            self.resumed_from, state, arrays, _ = restored
             if arrays is not None:
                 batch = Batch(arrays, minibatches(arrays, self.config, state.rollout))
         truncate_logs(self.workdir, -1 if self.resumed_from is None else self.resumed_from)
         self.writer = MetricWriter(self.workdir, enabled=self.main_process)
         self.stop.install()
         return state, batch
+
+    def _use_meta(self, meta: dict) -> None:
+        """Takes a checkpoint's data position and evaluation record (an error makes the step unusable)."""
+        self.prompts.set_state(meta["data"])
+        self.evals = {"start": dict(meta["start_eval"]), "end": dict(meta["end_eval"])}
 
     def _refuse_older_format(self) -> None:
         """Checkpoints from before the one-item TrainState (r1zero 0.1) do not restore: say so."""
@@ -454,7 +459,7 @@ def train(config: TrainConfig, workdir: str | Path, progress: bool = True,
             for cb in callbacks:
                 cb.close()
             trainer.close()  # the logs, the checkpointer (after its last save commits), the signal handlers
-        if not trainer.stop.requested:
+        if state.step >= trainer.config.steps:  # finished (a stop after the last step changes nothing)
             hf.save_model(trainer.model(state.params), workdir / "final", tokenizer_dir=trainer.tok.path.parent)
         return write_summary(trainer, state)
 
@@ -462,7 +467,8 @@ def train(config: TrainConfig, workdir: str | Path, progress: bool = True,
 def write_summary(trainer: Trainer, state: TrainState) -> dict[str, Any]:
     """summary.json: the held-out evaluation before RL and at the end, and the run's counts."""
     summary = {"start": trainer.evals["start"], "end": trainer.evals["end"], "steps": state.step,
-               "rollouts": state.rollout, "resumed_from": trainer.resumed_from, "preempted": trainer.stop.requested,
+               "rollouts": state.rollout, "resumed_from": trainer.resumed_from,
+               "preempted": state.step < trainer.config.steps,
                "skipped_empty": state.skipped_empty, "skipped_nonfinite": state.skipped_nonfinite}
     if trainer.main_process:
         (trainer.workdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -490,6 +496,28 @@ def check_config(config: TrainConfig) -> None:
     check_task(config.task, config.model_dir or None)
 
 
+def check_against_model(config: TrainConfig, tok: Tokenizer, examples: list[dict]) -> None:
+    """What can only be checked against the model, its tokenizer and the prompts: at set-up, before
+    the run directory is written (the vocabulary, the positions the model has, the longest prompt)."""
+    s, vocab, positions = config.sampling, config.model.vocab_size, config.model.max_position_embeddings
+    if s.top_k > vocab:
+        raise UserError(f"sampling.top_k must be at most the vocabulary ({vocab}), got {s.top_k}")
+    eos = s.eos_ids if s.eos_ids is not None else tok.eos_ids
+    if any(not 0 <= i < vocab for i in eos):
+        raise UserError(f"sampling.eos_ids must be token ids below the vocabulary ({vocab}), got {eos}")
+    if s.max_prompt_len + s.max_new_tokens > positions:
+        raise UserError(f"sampling.max_prompt_len + sampling.max_new_tokens ({s.max_prompt_len} + {s.max_new_tokens}) "
+                        f"must be at most the model's max_position_embeddings ({positions})")
+    if not s.truncate_prompts and examples:
+        length, ex = max((len(tok.encode(ex["prompt"])), ex.get("id", "")) for ex in examples)
+        if length > s.max_prompt_len:
+            raise UserError(f"sampling.max_prompt_len ({s.max_prompt_len}) is shorter than prompt {ex!r} "
+                            f"({length} tokens); raise it, or set sampling.truncate_prompts to cut prompts from the left")
+    if config.checkpoint.best_metric and config.checkpoint.best_metric not in metric_names():
+        raise UserError(f"checkpoint.best_metric must be one of the evaluation's metrics ({', '.join(metric_names())}), "
+                        f"got {config.checkpoint.best_metric!r}")
+
+
 def resumable_fields(stored: TrainConfig) -> tuple[str, ...]:
     """Config fields a resumed run may change: they change when or what is logged and saved, or
     for how long it runs, but nothing it computes (`steps` only under a constant schedule: the
@@ -499,10 +527,11 @@ def resumable_fields(stored: TrainConfig) -> tuple[str, ...]:
 
 
 def check_resume(config: TrainConfig, workdir: Path) -> None:
-    """The resume rule: a run directory belongs to the config in its config.json. Another config is
-    refused (naming the changed keys) unless it changes only `resumable_fields`; those changes are
-    appended to overrides.jsonl."""
-    if not (workdir / "config.json").is_file():
+    """The resume rule: a run directory with checkpoints belongs to the config in its config.json.
+    Another config is refused (naming the changed keys) unless it changes only `resumable_fields`;
+    those changes are appended to overrides.jsonl. Without a checkpoint nothing is continued: the
+    run starts over with the config given (e.g. after fixing a value that failed at set-up)."""
+    if not (workdir / "config.json").is_file() or not _checkpoint_steps(workdir):
         return
     stored = load_run_config(workdir)
     changed = _changed_keys(to_dict(stored), to_dict(config))
@@ -522,10 +551,14 @@ def check_resume(config: TrainConfig, workdir: Path) -> None:
             f.write(json.dumps({k: _get(to_dict(config), k) for k in changed}) + "\n")
 
 
+def _checkpoint_steps(workdir: Path) -> list[int]:
+    """The steps in a run directory's checkpoints/ (usable or not), without creating anything."""
+    d = workdir / "checkpoints"
+    return sorted(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit()) if d.is_dir() else []
+
+
 def _checkpointed_config(workdir: Path) -> dict | None:
     """The config recorded in the newest checkpoint's meta, if one can be read."""
-    if not (workdir / "checkpoints").is_dir():
-        return None
     ckpt = Checkpointer(workdir / "checkpoints")
     try:
         steps = ckpt.steps()
@@ -606,21 +639,38 @@ def write_audit(workdir: Path, metrics: dict[str, float], rows: list[dict], exam
 
 def truncate_logs(workdir: Path, step: int) -> None:
     """Cuts metrics.jsonl, completions.jsonl and eval_completions.jsonl back to rows of steps <= `step`,
-    so that no step appears twice after a resume. Only the first host writes logs."""
+    so that no step appears twice after a resume. A line that is not a row (a write cut short by a
+    kill or a full disk, or damage) is left out with a warning naming it; the file as it was is kept
+    beside it. Only the first host writes logs."""
     if jax.process_index() != 0:
         return
     for name in ("metrics.jsonl", "completions.jsonl", "eval_completions.jsonl"):
         path = workdir / name
         if path.is_file():
-            keep = [line for line, row in read_jsonl(path) if row.get("step", step + 1) <= step]
+            keep, bad = [], []
+            for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+                try:
+                    row_step = json.loads(line)["step"]
+                    if not isinstance(row_step, int) or isinstance(row_step, bool):
+                        raise TypeError(row_step)
+                except (ValueError, TypeError, KeyError, IndexError):  # torn by a kill, or damaged
+                    bad.append(i)
+                    continue
+                if row_step <= step:
+                    keep.append(line)
+            if bad:
+                shutil.copyfile(path, path.with_name(path.name + ".before-resume"))
+                logging.getLogger("r1zero.train").warning(
+                    "%s: lines %s are not log rows; left out (the whole file is kept as %s.before-resume)",
+                    path, bad[:10], path.name)
             tmp = path.with_suffix(".tmp")
             tmp.write_text("".join(line + "\n" for line in keep))
             tmp.replace(path)
 
 
-def export_run(workdir: str | Path, out: str | Path, step: int | None = None) -> Path:
+def export_run(workdir: str | Path, out: str | Path, step: int | None = None) -> tuple[int, Path]:
     """Writes the parameters of checkpoint `step` (default: the newest usable one) of a run as a
-    Hugging Face directory with the run's tokenizer."""
+    Hugging Face directory with the run's tokenizer; returns (the step exported, the directory)."""
     workdir = Path(workdir)
     config = load_run_config(workdir)
     mesh = sharding.make_mesh(config.mesh)
@@ -630,24 +680,24 @@ def export_run(workdir: str | Path, out: str | Path, step: int | None = None) ->
     else:
         model = create_model(dataclasses.replace(config.model, vocab_size=tok.vocab_size), mesh, seed=config.seed)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    if not _checkpoint_steps(workdir):
+        raise MissingFileError(f"{workdir}/checkpoints holds no checkpoint")
     ckpt = Checkpointer(workdir / "checkpoints")
     steps = ckpt.steps()
-    if not steps:
-        raise MissingFileError(f"{workdir}/checkpoints holds no checkpoint")
     if step is not None and step not in steps:
         raise UserError(f"no checkpoint at step {step} in {workdir}/checkpoints (steps: {steps})")
     try:
-        _, params = ckpt.restore_params(step, _abstract(params))
+        step, params = ckpt.restore_params(step, _abstract(params))
     finally:
         ckpt.close()
-    return hf.save_model(nnx.merge(graphdef, params, rest), out, tokenizer_dir=workdir / "tokenizer")
+    return step, hf.save_model(nnx.merge(graphdef, params, rest), out, tokenizer_dir=workdir / "tokenizer")
 
 
 class RunLock:
     """One trainer per run directory: an exclusive lock on `workdir/.lock`, which names its holder
-    (host, pid, since when). The kernel drops the lock when the holder dies, so a lock left by a
-    killed run is stale and taken over; a live holder is refused, by name. Only the first host of a
-    multi-host run takes it."""
+    (host, pid, since when; "released" once it is done). The kernel drops the lock when the holder
+    dies, so a lock left by a killed run is stale and taken over; a live holder is refused, by name.
+    Only the first host of a multi-host run takes it."""
 
     def __init__(self, workdir: Path):
         self.path, self._fd = workdir / ".lock", None
@@ -669,6 +719,7 @@ class RunLock:
             raise UserError(f"{self.path.parent} is in use by another trainer ({holder}); wait for it to end, or "
                             f"use another run directory") from None
         os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
                                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
         self._fd = fd
@@ -676,8 +727,10 @@ class RunLock:
     def release(self) -> None:
         import os
 
-        if self._fd is not None:
-            self.path.unlink(missing_ok=True)
+        if self._fd is not None:  # the file stays (unlinking it would let a waiting opener lock a ghost)
+            os.ftruncate(self._fd, 0)
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            os.write(self._fd, json.dumps({"released": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
             os.close(self._fd)  # closing drops the lock
             self._fd = None
 

@@ -151,6 +151,8 @@ def quick_config(**kw) -> TrainConfig:
 
 
 def test_callbacks_add_metrics_and_can_end_a_run_with_a_checkpoint(tmp_path):
+    import shutil
+
     config = quick_config(checkpoint=CheckpointConfig(every=100))
     summary = train(config, tmp_path, progress=False, callbacks=[Probe(stop_at=3)])
     assert summary["preempted"] and summary["steps"] == 3 and not (tmp_path / "final").exists()
@@ -160,6 +162,10 @@ def test_callbacks_add_metrics_and_can_end_a_run_with_a_checkpoint(tmp_path):
     summary = train(dataclasses.replace(config, checkpoint=CheckpointConfig(every=0)), tmp_path, progress=False)
     assert summary["resumed_from"] == 3 and summary["steps"] == 6 and not summary["preempted"]
     assert [r["step"] for r in metric_rows(tmp_path)] == [0, 1, 2, 3, 4, 5, 6]
+    shutil.rmtree(tmp_path / "final")  # a stop after the last step changes nothing: the run is complete
+    config = dataclasses.replace(config, steps=7)
+    summary = train(config, tmp_path, progress=False, callbacks=[Probe(stop_at=7)])
+    assert summary["steps"] == 7 and not summary["preempted"] and (tmp_path / "final" / "model.safetensors").is_file()
 
 
 def test_checkpoints_of_the_previous_format_are_named(tmp_path):
@@ -196,6 +202,12 @@ def test_a_hand_edited_config_and_a_torn_log_line(reference, tmp_path):
         f.write('{"step": 9, "loss": 0.12')  # no newline: the write was cut short
     assert train(resume_config(), run, progress=False)["resumed_from"] == 8
     assert metric_rows(run) == metric_rows(reference)
+    lines = (run / "metrics.jsonl").read_text().splitlines()  # damaged rows in the middle: left out, file kept
+    (run / "metrics.jsonl").write_text("\n".join(lines[:3] + ["[1, 2]", '{"step": "1"}', "{oops"] + lines[3:]) + "\n")
+    (run / "checkpoints" / "8" / "meta" / "metadata").write_text("{}")  # valid JSON, not a record
+    assert train(resume_config(), run, progress=False)["resumed_from"] == 6  # step 8 is unusable: set aside
+    assert metric_rows(run) == metric_rows(reference)
+    assert (run / "metrics.jsonl.before-resume").is_file() and (run / "checkpoints-unusable" / "8").is_dir()
 
 
 def test_one_trainer_per_run_directory_and_stale_locks_are_taken_over(tmp_path):
@@ -205,13 +217,13 @@ def test_one_trainer_per_run_directory_and_stale_locks_are_taken_over(tmp_path):
     with RunLock(tmp_path):  # a live holder: refused, by name, before anything is read or written
         with pytest.raises(UserError, match=rf'in use by another trainer \(.*"pid": {os.getpid()}'):
             train(config, tmp_path, progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]  # only the holder's own file
     code = ("import os, signal, sys; from pathlib import Path; from r1zero.train import RunLock; "
             "RunLock(Path(sys.argv[1])).acquire(); os.kill(os.getpid(), signal.SIGKILL)")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, timeout=300)
     assert proc.returncode == -9 and '"pid": ' in (tmp_path / ".lock").read_text()  # left behind by a dead run
     assert train(dataclasses.replace(config, steps=2), tmp_path, progress=False)["steps"] == 2
-    assert not (tmp_path / ".lock").exists()
+    assert "released" in (tmp_path / ".lock").read_text()
 
 
 def small_state(value: float = 1.0):

@@ -93,7 +93,9 @@ def test_load_config_file_errors(tmp_path):
     ("grpo.epsilon_low=1.5", "grpo.epsilon_low must be < 1"),
     ("grpo.overlong_cache=16", "grpo.overlong_cache must be < sampling.max_new_tokens"),
     ("mesh.fsdp=0", "mesh.fsdp must be >= 1 or -1"),
-    ("seed=-1", "seed must be >= 0"),
+    ("seed=-1", "seed must be in"),
+    ("seed=99999999999999999999999", "seed must be in"),
+    ("task.reward_weights=0", "task.reward_weights must be finite numbers, not all 0"),
 ])
 def test_train_config_values_are_checked_and_named(override, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -116,3 +118,6 @@ def test_a_config_file_with_values_of_the_wrong_type_is_named():
         from_dict(TrainConfig, data, where="run/config.json")
     data["optim"]["learning_rate"] = 1  # an int where a float goes is fine
     assert from_dict(TrainConfig, data).optim.learning_rate == 1
+    data["optim"]["learning_rate"] = -1.0  # out of range in a file: the file is named too
+    with pytest.raises(UserError, match=r"^run/config.json: optim.learning_rate must be finite and >= 0, got -1.0$"):
+        from_dict(TrainConfig, data, where="run/config.json")

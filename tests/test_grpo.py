@@ -73,6 +73,8 @@ def test_equal_rewards_that_are_not_exact_in_binary_get_exactly_zero_advantage(e
     valid[1, 3] = False  # a could-not-score member does not make the group informative
     got = np.asarray(grpo.advantages(jnp.asarray(R), jnp.asarray(valid), estimator, 1e-4, 1))
     assert np.all(got[:2] == 0.0)
+    no_eps = np.asarray(grpo.advantages(jnp.asarray(R), jnp.asarray(valid), estimator, 0.0, 1))
+    assert np.all(no_eps[:2] == 0.0) and np.all(np.isfinite(no_eps))  # std_eps=0: 0/0 never reaches the loss
     assert np.all(got[2:] != 0.0)
     if estimator != "batch_std":  # unchanged for the informative groups
         np.testing.assert_allclose(got[2:], np_advantages(R[2:], valid[2:], estimator, 1e-4, 1), rtol=1e-5, atol=1e-6)

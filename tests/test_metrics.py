@@ -55,7 +55,10 @@ def test_logs_are_read_past_a_torn_last_line_but_not_a_bad_middle_one(tmp_path):
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')
-    assert [row["step"] for _, row in read_jsonl(path)] == [1, 2]
+    assert [row["step"] for row in read_jsonl(path)] == [1, 2]
     path.write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n')
-    with pytest.raises(UserError, match="metrics.jsonl line 2: not JSON"):
+    with pytest.raises(UserError, match="metrics.jsonl line 2: not a log row"):
+        read_jsonl(path)
+    path.write_text('{"step": 1}\n[1, 2]\n{"step": 3}\n')
+    with pytest.raises(UserError, match="metrics.jsonl line 2: not a log row \\(not a JSON object\\)"):
         read_jsonl(path)

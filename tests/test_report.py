@@ -70,6 +70,6 @@ def test_report_of_one_run_writes_into_it_and_names_bad_input(tmp_path, capsys):
     with open(run / "metrics.jsonl", "a") as f:
         f.write('\n{"step": 12}\n')  # ... but a bad line with rows after it is an error
     assert main(["report", "--workdir", str(run)]) == 2
-    assert "metrics.jsonl line 12: not JSON" in capsys.readouterr().err
+    assert "metrics.jsonl line 12: not a log row" in capsys.readouterr().err
     assert main(["report", "--workdir", str(tmp_path / "nothing")]) == 2
     assert "metrics.jsonl does not exist" in capsys.readouterr().err

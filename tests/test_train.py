@@ -227,3 +227,23 @@ def test_the_nonfinite_stop_says_where_finite_weights_are():
     with pytest.raises(UserError, match="no longer finite; no checkpoint was written"):
         train_mod.check_finite(trainer([]), state(float("inf")))
     train_mod.check_finite(trainer([]), dataclasses.replace(state(float("nan")), nonfinite_run=1))  # below the limit
+
+
+def test_values_that_need_the_model_are_checked_before_the_run_directory_is_written(tmp_path):
+    """A value that only the model, its tokenizer or the prompts can refute fails at set-up, before
+    config.json is written; and a directory without a checkpoint is not bound to a config."""
+    from r1zero.config import CheckpointConfig
+
+    s = dict(num_samples=4, max_new_tokens=1, max_prompt_len=16)
+    for change, message in (
+            (dict(sampling=SamplingConfig(**{**s, "top_k": 1000})), "sampling.top_k must be at most the vocabulary"),
+            (dict(sampling=SamplingConfig(**{**s, "max_prompt_len": 3})), r"sampling.max_prompt_len \(3\) is shorter"),
+            (dict(sampling=SamplingConfig(**{**s, "max_new_tokens": 40000})), "max_position_embeddings \\(32768\\)"),
+            (dict(sampling=SamplingConfig(**{**s, "eos_ids": (999,)})), "sampling.eos_ids must be token ids below"),
+            (dict(checkpoint=CheckpointConfig(best_metric="bogus")), "checkpoint.best_metric must be one of")):
+        with pytest.raises(UserError, match=message):
+            train_mod.train(tiny_config(**change), tmp_path, progress=False)
+        assert not (tmp_path / "config.json").exists()
+    (tmp_path / "config.json").write_text(json.dumps(__import__("r1zero.config").config.to_dict(tiny_config(seed=5))))
+    summary = train_mod.train(tiny_config(steps=1), tmp_path, progress=False)  # no checkpoint: starts over
+    assert summary["steps"] == 1 and json.loads((tmp_path / "config.json").read_text())["seed"] == 0

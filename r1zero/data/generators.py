@@ -36,7 +36,8 @@ def example(id_: str, question: str, answer: Any, **meta) -> Example:
 
 def _split_held_out(examples: list[Example], test_size: int, seed: int) -> dict[str, list[Example]]:
     if not 0 < test_size < len(examples):
-        raise UserError(f"eval_size must be between 1 and {len(examples) - 1}, got {test_size}")
+        raise UserError(f"task.eval_size must be between 1 and {len(examples) - 1} (the dataset has "
+                        f"{len(examples)} examples), got {test_size}")
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
     return {"test": [examples[i] for i in order[:test_size]], "train": [examples[i] for i in order[test_size:]]}
@@ -49,7 +50,7 @@ def _split_held_out(examples: list[Example], test_size: int, seed: int) -> dict[
 def digits(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
     """Every tuple of `difficulty` digits: "max 3 8 4 =" -> "8" (a one-token answer)."""
     if config.operation not in DIGIT_OPS:
-        raise UserError(f"unknown digits operation {config.operation!r}; known: {sorted(DIGIT_OPS)}")
+        raise UserError(f"task.operation: unknown digits operation {config.operation!r}; known: {sorted(DIGIT_OPS)}")
     rows = []
     for ds in itertools.product(range(10), repeat=config.difficulty):
         rows.append(example(f"digits-{config.operation}-{''.join(map(str, ds))}",
@@ -99,7 +100,8 @@ def countdown(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
 def arithmetic(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
     """Multi-digit `add`, `mul` or `chain` (a op b op c) problems with `difficulty` digits per operand."""
     if config.operation not in ("add", "mul", "chain"):
-        raise UserError(f"unknown arithmetic operation {config.operation!r}; known: ['add', 'chain', 'mul']")
+        raise UserError(f"task.operation: unknown arithmetic operation {config.operation!r}; "
+                        f"known: ['add', 'chain', 'mul']")
     lo, hi = 10 ** (config.difficulty - 1) if config.difficulty > 1 else 0, 10**config.difficulty - 1
     out, seen = {}, set()
     for split, size in (("test", config.eval_size), ("train", config.train_size)):
@@ -146,8 +148,8 @@ def multiply(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
             row = example(f"multiply-{a}x{b}", corpus.QUESTION.format(a=a, b=b), a * b, a=a, b=b)
             out["test" if corpus.is_held_out(a, b) else "train"].append(row)
     if not 0 < config.eval_size <= len(out["test"]):
-        raise UserError(f"multiply with difficulty {config.difficulty} holds out {len(out['test'])} pairs; "
-                         f"eval_size must be between 1 and that, got {config.eval_size}")
+        raise UserError(f"task.eval_size must be between 1 and {len(out['test'])} (multiply with difficulty "
+                        f"{config.difficulty} holds out that many pairs), got {config.eval_size}")
     out["test"] = sorted(out["test"], key=lambda r: hashlib.sha256(r["id"].encode()).digest())[:config.eval_size]
     random.Random(seed).shuffle(out["train"])
     return out

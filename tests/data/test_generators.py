@@ -38,7 +38,7 @@ def test_multiply_holds_out_the_pairs_the_corpus_never_writes():
     other = generate(TaskConfig(dataset="multiply", difficulty=2, eval_size=100), seed=1)
     assert [e["id"] for e in other["test"]] == [e["id"] for e in test]
     assert [e["id"] for e in other["train"]] != [e["id"] for e in train]
-    with pytest.raises(ValueError, match="eval_size must be between 1 and"):
+    with pytest.raises(ValueError, match="task.eval_size must be between 1 and"):
         generate(TaskConfig(dataset="multiply", difficulty=2, eval_size=5000), seed=0)
 
 
@@ -115,7 +115,7 @@ def test_reasoning_gym_and_jsonl(tmp_path):
 @pytest.mark.parametrize("config, error, message", [
     (TaskConfig(dataset="gsm9k"), ValueError, r"unknown dataset 'gsm9k'; known: \['arithmetic', 'countdown'"),
     (TaskConfig(dataset="reasoning_gym:nope"), ValueError, "unknown reasoning_gym dataset 'nope'.*known: .*countdown"),
-    (TaskConfig(dataset="digits", operation="median"), ValueError, "unknown digits operation 'median'"),
+    (TaskConfig(dataset="digits", operation="median"), ValueError, "task.operation: unknown digits operation 'median'"),
     (TaskConfig(dataset="jsonl"), ValueError, "dataset 'jsonl' needs task.path"),
     (TaskConfig(dataset="jsonl", path="/nonexistent/x.jsonl"), FileNotFoundError, "/nonexistent/x.jsonl does not exist"),
     (TaskConfig(dataset="math", path="/nonexistent"), FileNotFoundError, "manual_dir /nonexistent does not exist"),
