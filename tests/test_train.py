@@ -117,13 +117,14 @@ def test_resume_rule_names_what_changed_and_records_harmless_changes(tmp_path):
 
     config = tiny_config(optim=OptimConfig(learning_rate=3e-3, schedule="cosine"))
     (tmp_path / "config.json").write_text(json.dumps(to_dict(config)))
+    (tmp_path / "checkpoints" / "5").mkdir(parents=True)  # a run with a checkpoint is bound to its config
     before = (tmp_path / "config.json").read_text()
     for changed, key in ((dict(seed=1), "seed"), (dict(steps=60), "steps"),  # cosine decays to the last step
                          (dict(optim=OptimConfig(learning_rate=1.0, schedule="cosine")), "optim.learning_rate")):
         with pytest.raises(UserError, match=rf"different config \(changed: {key}\)"):
             train_mod.train(dataclasses.replace(config, **changed), tmp_path, progress=False)
     assert (tmp_path / "config.json").read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == [
-        "config.json"]  # refused before anything was written
+        ".lock", "checkpoints", "config.json"]  # refused before anything was written
     train_mod.check_resume(dataclasses.replace(config, eval_every=7, log_completions=2), tmp_path)
     assert json.loads((tmp_path / "overrides.jsonl").read_text()) == {"eval_every": 7, "log_completions": 2}
     constant = tiny_config()
