@@ -39,12 +39,16 @@ class RopeScaling:
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+ARCHITECTURES = ("qwen2", "llama", "qwen3", "gemma3")
+ACTIVATIONS = ("silu", "gelu_tanh")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of one decoder of the Qwen2/Qwen2.5 and Llama 3 families.
+    """Architecture of one decoder of the Qwen2/Qwen2.5, Qwen3, Llama 3 and Gemma 3 (text) families.
 
-    `architecture` names the Hugging Face family the weights map to ("qwen2" or "llama"); it only
-    matters for import/export, the forward pass is the same code for both.
+    One forward serves them all; the families differ in the fields below. `architecture` names the
+    Hugging Face family the weights map to (names, config.json): it matters for import and export.
     """
 
     architecture: str = "qwen2"
@@ -65,19 +69,45 @@ class ModelConfig:
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
     remat: bool = False  # recompute each layer's activations in the backward pass
+    qk_norm: bool = False  # Qwen3, Gemma 3: RMSNorm over each head's queries and keys, before rope
+    norm_plus_one: bool = False  # Gemma: every RMSNorm scales by (1 + w), in float32
+    sandwich_norms: bool = False  # Gemma 3: a norm on the attention and MLP outputs too, before the residual add
+    hidden_act: str = "silu"  # the gated MLP's activation: silu (SwiGLU) | gelu_tanh (Gemma's GeGLU)
+    embed_scale: bool = False  # Gemma: embeddings times sqrt(hidden_size)
+    query_pre_attn_scalar: float | None = None  # Gemma: scores times this ** -0.5; None: head_dim ** -0.5
+    attn_softcap: float | None = None  # scores -> cap * tanh(scores / cap) (Gemma 2 style), None: off
+    final_softcap: float | None = None  # the same on the output logits
+    sliding_window: int | None = None  # a sliding layer's query sees the last this-many tokens (itself included)
+    layer_types: tuple[str, ...] = ()  # "full" | "sliding" per layer; (): every layer full
+    rope_local_theta: float = 10000.0  # rope base of sliding layers (Gemma 3: 10,000, no scaling)
 
     def __post_init__(self):
-        _need(self.architecture in ("qwen2", "llama"), "model.architecture", "'qwen2' or 'llama'", self.architecture)
+        _need(self.architecture in ARCHITECTURES, "model.architecture", " or ".join(ARCHITECTURES), self.architecture)
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
                      "head_dim", "max_position_embeddings"):
             _need(getattr(self, name) >= 1, f"model.{name}", ">= 1", getattr(self, name))
         _need(self.head_dim % 2 == 0, "model.head_dim", "even (rotary embeddings rotate pairs)", self.head_dim)
         _need(self.num_heads % self.num_kv_heads == 0, "model.num_heads",
               f"a multiple of model.num_kv_heads ({self.num_kv_heads})", self.num_heads)
-        for name in ("rope_theta", "rms_norm_eps"):
+        for name in ("rope_theta", "rms_norm_eps", "rope_local_theta"):
             _need(_finite(getattr(self, name)) and getattr(self, name) > 0, f"model.{name}", "> 0", getattr(self, name))
+        for name in ("query_pre_attn_scalar", "attn_softcap", "final_softcap"):
+            value = getattr(self, name)
+            _need(value is None or (_finite(value) and value > 0), f"model.{name}", "None or > 0", value)
         for name in ("param_dtype", "compute_dtype"):
             _need(getattr(self, name) in DTYPES, f"model.{name}", " or ".join(DTYPES), getattr(self, name))
+        _need(self.hidden_act in ACTIVATIONS, "model.hidden_act", " or ".join(ACTIVATIONS), self.hidden_act)
+        _need(not self.layer_types or len(self.layer_types) == self.num_layers, "model.layer_types",
+              f"one entry per layer ({self.num_layers})", self.layer_types)
+        _need(set(self.layer_types) <= {"full", "sliding"}, "model.layer_types", "'full' or 'sliding' per layer",
+              self.layer_types)
+        _need("sliding" not in self.layer_types or (self.sliding_window or 0) >= 1, "model.sliding_window",
+              ">= 1 where a layer slides", self.sliding_window)
+
+    @property
+    def sliding_layers(self) -> tuple[bool, ...]:
+        """Per layer: does it attend within the sliding window?"""
+        return tuple(t == "sliding" for t in self.layer_types) if self.layer_types else (False,) * self.num_layers
 
 
 @dataclasses.dataclass(frozen=True)

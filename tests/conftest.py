@@ -49,6 +49,16 @@ def make_hf_checkpoint(model_dir: Path, arch: str, dtype: str = "float32", seed:
     if arch == "qwen2":
         config = transformers.Qwen2Config(**{"tie_word_embeddings": True, "rope_theta": 10000.0, **kwargs})
         cls = transformers.Qwen2ForCausalLM
+    elif arch == "qwen3":  # per-head q/k norms; head_dim not hidden_size / heads
+        config = transformers.Qwen3Config(**{"tie_word_embeddings": False, "rope_theta": 10000.0, "head_dim": 24,
+                                             **kwargs})
+        cls = transformers.Qwen3ForCausalLM
+    elif arch == "gemma3":  # (1 + w) norms around each sublayer, GeGLU, scaled embeddings, sliding layers
+        config = transformers.Gemma3TextConfig(**{
+            "head_dim": 16, "query_pre_attn_scalar": 20, "sliding_window": 5, "rope_theta": 1_000_000.0,
+            "rope_local_base_freq": 10_000.0, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
+            "layer_types": ["sliding_attention", "full_attention", "sliding_attention"], **kwargs})
+        cls = transformers.Gemma3ForCausalLM
     else:
         config = transformers.LlamaConfig(**{
             "tie_word_embeddings": False,
@@ -74,6 +84,20 @@ def make_hf_checkpoint(model_dir: Path, arch: str, dtype: str = "float32", seed:
 def qwen2_dir(tmp_path_factory) -> Path:
     """Qwen2: GQA, q/k/v bias, tied embeddings."""
     return make_hf_checkpoint(tmp_path_factory.mktemp("hf") / "qwen2", "qwen2")
+
+
+@pytest.fixture(scope="session")
+def qwen3_dir(tmp_path_factory) -> Path:
+    """Qwen3: q/k RMSNorm per head, no bias, head_dim independent of the width, untied."""
+    return make_hf_checkpoint(tmp_path_factory.mktemp("hf") / "qwen3", "qwen3")
+
+
+@pytest.fixture(scope="session")
+def gemma3_dir(tmp_path_factory) -> Path:
+    """Gemma 3 (text): sandwich (1 + w) norms, q/k norms, GeGLU, scaled embeddings, a sliding window of
+    5 on layers 0 and 2 with their own rope base, soft-capped logits, tied embeddings (and an
+    attn_logit_softcapping that transformers' Gemma 3 ignores, so r1zero must too)."""
+    return make_hf_checkpoint(tmp_path_factory.mktemp("hf") / "gemma3", "gemma3")
 
 
 @pytest.fixture(scope="session")

@@ -37,8 +37,11 @@ def full_forward_logits(model, tokens, mask):
     return np.asarray(logits, np.float64)
 
 
-def test_greedy_is_stepwise_argmax_of_full_forward(setup):
+@pytest.mark.parametrize("arch", ["qwen2", "gemma3"])
+def test_greedy_is_stepwise_argmax_of_full_forward(arch, setup, gemma3_dir):
     model, tok, _ = setup
+    if arch == "gemma3":  # the KV cache honours the sliding window and each layer's rope
+        model, tok = hf.load_model(gemma3_dir)[0], Tokenizer(gemma3_dir)
     config = SamplingConfig(temperature=0.0, max_new_tokens=12, eos_ids=())
     s = sample(model, PROMPTS, jax.random.key(0), config, tok)
     tokens, mask = s.sequences()
@@ -53,11 +56,17 @@ def test_greedy_is_stepwise_argmax_of_full_forward(setup):
     assert s.finish_reason == ["length"] * 3 and s.completion_mask.all()
 
 
-def test_greedy_matches_transformers_generate(setup):
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3", "gemma3"])
+def test_greedy_matches_transformers_generate(arch, setup, qwen3_dir, gemma3_dir):
+    """Greedy tokens equal transformers' `generate`, also through Gemma 3's sliding window (5 tokens:
+    prompt plus 16 new ones run past it) and Qwen3's q/k norms."""
     import torch
     import transformers
 
     model, tok, model_dir = setup
+    if arch != "qwen2":
+        model_dir = {"qwen3": qwen3_dir, "gemma3": gemma3_dir}[arch]
+        model, tok = hf.load_model(model_dir)[0], Tokenizer(model_dir)
     N = 16
     ours = sample(model, PROMPTS, jax.random.key(0), SamplingConfig(temperature=0.0, max_new_tokens=N), tok)
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()

@@ -1,4 +1,4 @@
-"""One Flax NNX decoder for the Qwen2/Qwen2.5 and Llama 3 families.
+"""One Flax NNX decoder for the Qwen2/Qwen2.5, Qwen3, Llama 3 and Gemma 3 (text) families.
 
 The same forward serves training (full sequences with a padding mask and explicit positions) and
 decoding (the same layers reading and writing a `KVCache`). Layers are stacked along a leading axis;
@@ -57,11 +57,13 @@ class KVCache:
         return KVCache(k=tuple(map(fn, self.k)), v=tuple(map(fn, self.v)), valid=fn(self.valid), end=self.end)
 
 
-def rope_inv_freq(config: ModelConfig) -> np.ndarray:
-    """Inverse rotary frequencies [Dh/2], with Llama-3 scaling when configured (as transformers)."""
+def rope_inv_freq(config: ModelConfig, local: bool = False) -> np.ndarray:
+    """Inverse rotary frequencies [Dh/2], with Llama-3 scaling when configured (as transformers);
+    `local`: those of sliding-window layers (their own base, never scaled)."""
     dim = config.head_dim
-    inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
-    s = config.rope_scaling
+    theta = config.rope_local_theta if local else config.rope_theta
+    inv_freq = 1.0 / (theta ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+    s = None if local else config.rope_scaling
     if s is None:
         return inv_freq.astype(np.float32)
     low_wavelen = s.original_max_position_embeddings / s.low_freq_factor
@@ -84,10 +86,13 @@ def apply_rope(x_BxTxNxDh: jax.Array, sin_BxTxHalf: jax.Array, cos_BxTxHalf: jax
     return out.astype(x_BxTxNxDh.dtype)
 
 
-def rms_norm(x_BxTxD: jax.Array, scale_D: jax.Array, eps: float) -> jax.Array:
-    """RMSNorm computed in float32, as transformers does, then cast back."""
+def rms_norm(x_BxTxD: jax.Array, scale_D: jax.Array, eps: float, plus_one: bool = False) -> jax.Array:
+    """RMSNorm over the last axis, computed in float32 as transformers does. Llama/Qwen scale after
+    casting back (w * x.to(dtype)); Gemma (`plus_one`) scales by (1 + w) first, ((1 + w) * x).to(dtype)."""
     x = x_BxTxD.astype(jnp.float32)
     x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
+    if plus_one:
+        return (x * (1.0 + scale_D.astype(jnp.float32))).astype(x_BxTxD.dtype)
     return scale_D.astype(x_BxTxD.dtype) * x.astype(x_BxTxD.dtype)
 
 
@@ -116,6 +121,9 @@ class Attention(nnx.Module):
             self.v_bias = _param(rngs, (K, Dh), ("kv_heads", "head_dim"), dt, "zeros")
         if c.o_bias:
             self.o_bias = _param(rngs, (D,), ("norm",), dt, "zeros")
+        if c.qk_norm:
+            self.q_norm = _param(rngs, (Dh,), ("head_dim",), dt, _norm_init(c))
+            self.k_norm = _param(rngs, (Dh,), ("head_dim",), dt, _norm_init(c))
 
     def __call__(self, x_BxTxD, sin, cos, mask_BxTxS, kv, end, prefill=False):
         """Self-attention; with `kv` (this layer's cached (k, v)), writes the new keys and values at
@@ -129,6 +137,9 @@ class Attention(nnx.Module):
             q_BxTxHxDh = q_BxTxHxDh + self.q_bias[...].astype(cdt)
             k_BxTxKxDh = k_BxTxKxDh + self.k_bias[...].astype(cdt)
             v_BxTxKxDh = v_BxTxKxDh + self.v_bias[...].astype(cdt)
+        if c.qk_norm:
+            q_BxTxHxDh = rms_norm(q_BxTxHxDh, self.q_norm[...], c.rms_norm_eps, c.norm_plus_one)
+            k_BxTxKxDh = rms_norm(k_BxTxKxDh, self.k_norm[...], c.rms_norm_eps, c.norm_plus_one)
         q_BxTxHxDh = apply_rope(q_BxTxHxDh, sin, cos)
         k_BxKxDhxT = apply_rope(k_BxTxKxDh, sin, cos).transpose(0, 2, 3, 1)
         v_BxKxTxDh = v_BxTxKxDh.transpose(0, 2, 1, 3)
@@ -141,22 +152,27 @@ class Attention(nnx.Module):
             kv = (k_BxKxDhxS, v_BxKxSxDh)
             if not prefill:
                 keys_BxKxDhxS, values_BxKxSxDh = k_BxKxDhxS.astype(cdt), v_BxKxSxDh.astype(cdt)
-        out_BxTxHxDh = _attend(q_BxTxHxDh, keys_BxKxDhxS, values_BxKxSxDh, mask_BxTxS)
+        scale = None if c.query_pre_attn_scalar is None else c.query_pre_attn_scalar**-0.5
+        out_BxTxHxDh = _attend(q_BxTxHxDh, keys_BxKxDhxS, values_BxKxSxDh, mask_BxTxS, scale, c.attn_softcap)
         out_BxTxD = jnp.einsum("bthk,hkd->btd", out_BxTxHxDh, self.o[...].astype(cdt))
         if c.o_bias:
             out_BxTxD = out_BxTxD + self.o_bias[...].astype(cdt)
         return out_BxTxD, kv
 
 
-def _attend(q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask_BxTxS):
-    """Grouped-query attention; scores and softmax in float32. (Head axes stay ahead of T and Dh in
-    the einsum outputs: XLA:CPU runs the other orders of these batched dots ~10x slower.)"""
+def _attend(q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask_BxTxS, scale=None, softcap=None):
+    """Grouped-query attention; scores and softmax in float32, scores times `scale` (None: divided
+    by sqrt(Dh)), soft-capped when `softcap` is set. (Head axes stay ahead of T and Dh in the einsum
+    outputs: XLA:CPU runs the other orders of these batched dots ~10x slower.)"""
     B, T, H, Dh = q_BxTxHxDh.shape
     K = k_BxKxDhxS.shape[1]
     q_BxKxGxTxDh = q_BxTxHxDh.reshape(B, T, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
     scores_BxKxGxTxS = jnp.einsum(
         "bkgtd,bkds->bkgts", q_BxKxGxTxDh, k_BxKxDhxS, preferred_element_type=jnp.float32
-    ) / math.sqrt(Dh)
+    )
+    scores_BxKxGxTxS = scores_BxKxGxTxS / math.sqrt(Dh) if scale is None else scores_BxKxGxTxS * scale
+    if softcap is not None:
+        scores_BxKxGxTxS = jnp.tanh(scores_BxKxGxTxS / softcap) * softcap
     scores_BxKxGxTxS = jnp.where(mask_BxTxS[:, None, None], scores_BxKxGxTxS, _NEG_INF)
     probs = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(v_BxKxSxDh.dtype)
     out_BxKxGxTxDh = jnp.einsum("bkgts,bksd->bkgtd", probs, v_BxKxSxDh)
@@ -164,35 +180,48 @@ def _attend(q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask_BxTxS):
 
 
 class MLP(nnx.Module):
-    """SwiGLU: down(silu(gate(x)) * up(x))."""
+    """Gated MLP: down(act(gate(x)) * up(x)); act is silu (SwiGLU) or tanh-approximated gelu (GeGLU)."""
 
     def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
         D, F, dt = config.hidden_size, config.intermediate_size, jnp.dtype(config.param_dtype)
+        self.act = config.hidden_act
         self.gate = _param(rngs, (D, F), ("embed", "mlp"), dt)
         self.up = _param(rngs, (D, F), ("embed", "mlp"), dt)
         self.down = _param(rngs, (F, D), ("mlp", "embed"), dt)
 
     def __call__(self, x_BxTxD):
         cdt = x_BxTxD.dtype
-        gate_BxTxF = jax.nn.silu(x_BxTxD @ self.gate[...].astype(cdt))
+        pre_BxTxF = x_BxTxD @ self.gate[...].astype(cdt)
+        gate_BxTxF = jax.nn.silu(pre_BxTxF) if self.act == "silu" else jax.nn.gelu(pre_BxTxF, approximate=True)
         return (gate_BxTxF * (x_BxTxD @ self.up[...].astype(cdt))) @ self.down[...].astype(cdt)
+
+
+def _norm_init(config: ModelConfig) -> str:
+    return "zeros" if config.norm_plus_one else "ones"  # either way the norm starts as the identity
 
 
 class Block(nnx.Module):
     def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
-        dt = jnp.dtype(config.param_dtype)
-        self.eps = config.rms_norm_eps
-        self.attn_norm = _param(rngs, (config.hidden_size,), ("norm",), dt, "ones")
+        dt, D, init = jnp.dtype(config.param_dtype), config.hidden_size, _norm_init(config)
+        self.eps, self.plus_one, self.sandwich = config.rms_norm_eps, config.norm_plus_one, config.sandwich_norms
+        self.attn_norm = _param(rngs, (D,), ("norm",), dt, init)
         self.attn = Attention(config, rngs)
-        self.mlp_norm = _param(rngs, (config.hidden_size,), ("norm",), dt, "ones")
+        self.mlp_norm = _param(rngs, (D,), ("norm",), dt, init)
         self.mlp = MLP(config, rngs)
+        if self.sandwich:
+            self.attn_post_norm = _param(rngs, (D,), ("norm",), dt, init)
+            self.mlp_post_norm = _param(rngs, (D,), ("norm",), dt, init)
 
     def __call__(self, x_BxTxD, sin, cos, mask_BxTxS, kv, end, prefill=False):
-        x_norm = rms_norm(x_BxTxD, self.attn_norm[...], self.eps)
-        h, kv = self.attn(x_norm, sin, cos, mask_BxTxS, kv, end, prefill)
-        x_BxTxD = x_BxTxD + h
-        x_BxTxD = x_BxTxD + self.mlp(rms_norm(x_BxTxD, self.mlp_norm[...], self.eps))
-        return x_BxTxD, kv
+        norm = lambda x, scale: rms_norm(x, scale[...], self.eps, self.plus_one)
+        h_BxTxD, kv = self.attn(norm(x_BxTxD, self.attn_norm), sin, cos, mask_BxTxS, kv, end, prefill)
+        if self.sandwich:
+            h_BxTxD = norm(h_BxTxD, self.attn_post_norm)
+        x_BxTxD = x_BxTxD + h_BxTxD
+        h_BxTxD = self.mlp(norm(x_BxTxD, self.mlp_norm))
+        if self.sandwich:
+            h_BxTxD = norm(h_BxTxD, self.mlp_post_norm)
+        return x_BxTxD + h_BxTxD, kv
 
 
 class Decoder(nnx.Module):
@@ -210,7 +239,7 @@ class Decoder(nnx.Module):
             return Block(config, rngs)
 
         self.layers = make_layers(rngs)
-        self.final_norm = _param(rngs, (config.hidden_size,), ("norm",), dt, "ones")
+        self.final_norm = _param(rngs, (config.hidden_size,), ("norm",), dt, _norm_init(config))
         if not config.tie_embeddings:
             self.lm_head = _param(rngs, (config.hidden_size, config.vocab_size), ("embed", "vocab"), dt)
 
@@ -232,9 +261,10 @@ class Decoder(nnx.Module):
         c = self.config
         cdt = jnp.dtype(c.compute_dtype)
         T = tokens_BxT.shape[1]
-        x_BxTxD = jnp.take(self.embed[...], tokens_BxT, axis=0).astype(cdt)
-        angles_BxTxHalf = positions_BxT[..., None].astype(jnp.float32) * jnp.asarray(rope_inv_freq(c))
-        sin, cos = jnp.sin(angles_BxTxHalf), jnp.cos(angles_BxTxHalf)
+        x_BxTxD = jnp.take(self.embed[...], tokens_BxT, axis=0)
+        if c.embed_scale:  # in the embedding's dtype, as transformers
+            x_BxTxD = x_BxTxD * jnp.asarray(math.sqrt(c.hidden_size), x_BxTxD.dtype)
+        x_BxTxD = x_BxTxD.astype(cdt)
         mask_BxT = mask_BxT.astype(bool)
         if cache is None or prefill:
             end, valid_BxS = 0, mask_BxT
@@ -242,28 +272,37 @@ class Decoder(nnx.Module):
             end = cache.end
             valid_BxS = jax.lax.dynamic_update_slice(cache.valid, mask_BxT, (0, end))
         query_slot_T = end + jnp.arange(T)
-        causal_TxS = jnp.arange(valid_BxS.shape[1])[None, :] <= query_slot_T[:, None]
+        slot_S = jnp.arange(valid_BxS.shape[1])
+        causal_TxS = slot_S[None, :] <= query_slot_T[:, None]
         attn_mask_BxTxS = causal_TxS[None] & valid_BxS[:, None, :]
+        rope = _rope(positions_BxT, rope_inv_freq(c))
+        sliding_L = c.sliding_layers
+        if any(sliding_L):  # a row's tokens fill consecutive slots: slot distance = position distance
+            window_TxS = query_slot_T[:, None] - slot_S[None, :] < c.sliding_window
+            local = (_rope(positions_BxT, rope_inv_freq(c, local=True)), attn_mask_BxTxS & window_TxS[None])
+        pick = lambda sliding, full, loc: jax.tree.map(lambda a, b: jnp.where(sliding, b, a), full, loc)
 
         if cache is None:  # training and scoring: the stacked layers under scan
             graphdef, layer_state = nnx.split(self.layers)
 
-            def body(x, state):
-                return nnx.merge(graphdef, state)(x, sin, cos, attn_mask_BxTxS, None, end)[0], None
+            def body(x, xs):
+                state, sliding = xs
+                (sin, cos), mask = (rope, attn_mask_BxTxS) if sliding is None else \
+                    pick(sliding, (rope, attn_mask_BxTxS), local)
+                return nnx.merge(graphdef, state)(x, sin, cos, mask, None, end)[0], None
 
             if c.remat:
                 body = jax.checkpoint(body)
-            x_BxTxD, _ = jax.lax.scan(body, x_BxTxD, layer_state)
+            x_BxTxD, _ = jax.lax.scan(body, x_BxTxD, (layer_state, jnp.asarray(sliding_L) if any(sliding_L) else None))
         else:  # decoding: the same blocks unrolled, one cache buffer each (see KVCache)
             k, v = list(cache.k), list(cache.v)
             for layer, block in enumerate(blocks or self.blocks()):
-                x_BxTxD, (k[layer], v[layer]) = block(
-                    x_BxTxD, sin, cos, attn_mask_BxTxS, (k[layer], v[layer]), end, prefill
-                )
+                (sin, cos), mask = local if sliding_L[layer] else (rope, attn_mask_BxTxS)
+                x_BxTxD, (k[layer], v[layer]) = block(x_BxTxD, sin, cos, mask, (k[layer], v[layer]), end, prefill)
             if prefill:
                 valid_BxS = jax.lax.dynamic_update_slice(cache.valid, mask_BxT, (0, 0))
             cache = KVCache(k=tuple(k), v=tuple(v), valid=valid_BxS, end=cache.end + T)
-        return rms_norm(x_BxTxD, self.final_norm[...], c.rms_norm_eps), cache
+        return rms_norm(x_BxTxD, self.final_norm[...], c.rms_norm_eps, c.norm_plus_one), cache
 
     def blocks(self) -> list[Block]:
         """The stacked layers as L separate blocks (slices of the stacked parameters). Inside a jitted
@@ -273,9 +312,17 @@ class Decoder(nnx.Module):
         return [nnx.merge(graphdef, jax.tree.map(lambda x: x[i], layer_state)) for i in range(self.config.num_layers)]
 
     def logits(self, h_xD: jax.Array) -> jax.Array:
-        """float32 logits [..., V] of hidden states [..., D]."""
+        """float32 logits [..., V] of hidden states [..., D] (soft-capped when the model says so)."""
         w_DxV = self.embed[...].T if self.config.tie_embeddings else self.lm_head[...]
-        return jnp.einsum("...d,dv->...v", h_xD, w_DxV.astype(h_xD.dtype), preferred_element_type=jnp.float32)
+        z = jnp.einsum("...d,dv->...v", h_xD, w_DxV.astype(h_xD.dtype), preferred_element_type=jnp.float32)
+        cap = self.config.final_softcap
+        return z if cap is None else jnp.tanh(z / cap) * cap
+
+
+def _rope(positions_BxT: jax.Array, inv_freq_Half: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """(sin, cos) [B, T, Dh/2] of the rotary angles at `positions`."""
+    angles_BxTxHalf = positions_BxT[..., None].astype(jnp.float32) * jnp.asarray(inv_freq_Half)
+    return jnp.sin(angles_BxTxHalf), jnp.cos(angles_BxTxHalf)
 
 
 def positions_from_mask(mask_BxT: jax.Array) -> jax.Array:

@@ -26,8 +26,10 @@ from r1zero.errors import MissingFileError, UserError, read_json
 from r1zero.models.decoder import Decoder
 from r1zero.models.factory import model_from_arrays, to_host_arrays
 
-ARCHITECTURES = {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama"}
+ARCHITECTURES = {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama", "Qwen3ForCausalLM": "qwen3",
+                 "Gemma3ForCausalLM": "gemma3"}
 _HF_NAMES = {v: k for k, v in ARCHITECTURES.items()}
+_MODEL_TYPES = {"qwen2": "qwen2", "llama": "llama", "qwen3": "qwen3", "gemma3": "gemma3_text"}  # config.json
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -57,17 +59,19 @@ def read_config(model_dir: str | os.PathLike, param_dtype: str | None = None,
 
 def _model_config(hf: dict, path: Path, param_dtype: str | None, compute_dtype: str | None) -> ModelConfig:
     arch = _architecture(hf, path)
-    if hf.get("use_sliding_window"):
+    if hf.get("use_sliding_window") and arch != "gemma3":
         raise UserError(f"{path}: use_sliding_window=true is not supported")
     if hf.get("mlp_bias"):
         raise UserError(f"{path}: mlp_bias=true is not supported")
-    if hf.get("hidden_act", "silu") != "silu":
-        raise UserError(f"{path}: hidden_act {hf['hidden_act']!r} is not supported (only silu)")
+    if hf.get("use_bidirectional_attention"):
+        raise UserError(f"{path}: use_bidirectional_attention=true is not supported")
+    act = hf.get("hidden_activation", hf.get("hidden_act", "gelu_pytorch_tanh" if arch == "gemma3" else "silu"))
+    if act not in _ACTIVATIONS:
+        raise UserError(f"{path}: hidden_act {act!r} is not supported (one of {sorted(_ACTIVATIONS)})")
     heads = hf["num_attention_heads"]
     default_dtype = "float32" if jax.default_backend() == "cpu" else hf.get("dtype", hf.get("torch_dtype", "float32"))
-    attention_bias = bool(hf.get("attention_bias", False))
-    theta, scaling = _rope(hf, path)
-    return ModelConfig(
+    bias = bool(hf.get("attention_bias", False))
+    common = dict(
         architecture=arch,
         vocab_size=hf["vocab_size"],
         hidden_size=hf["hidden_size"],
@@ -76,15 +80,50 @@ def _model_config(hf: dict, path: Path, param_dtype: str | None, compute_dtype: 
         num_heads=heads,
         num_kv_heads=hf.get("num_key_value_heads") or heads,
         head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
-        rope_theta=theta,
-        rope_scaling=scaling,
         rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
-        qkv_bias=arch == "qwen2" or attention_bias,
-        o_bias=arch == "llama" and attention_bias,
-        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        qkv_bias=arch == "qwen2" or bias,
+        o_bias=arch != "qwen2" and bias,
+        tie_embeddings=bool(hf.get("tie_word_embeddings", arch == "gemma3")),
         max_position_embeddings=hf.get("max_position_embeddings", 32768),
         param_dtype=param_dtype or default_dtype,
         compute_dtype=compute_dtype or param_dtype or default_dtype,
+        hidden_act=_ACTIVATIONS[act],
+        qk_norm=arch in ("qwen3", "gemma3"),
+    )
+    if arch != "gemma3":
+        theta, scaling = _rope(hf, path)
+        return ModelConfig(**common, rope_theta=theta, rope_scaling=scaling)
+    return ModelConfig(**common, **_gemma3_fields(hf, path))
+
+
+_ACTIVATIONS = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_tanh": "gelu_tanh"}
+
+
+def _gemma3_fields(hf: dict, path: Path) -> dict:
+    """Gemma 3's extras: (1 + w) norms before and after each sublayer, scaled embeddings, its own
+    attention scale and soft caps, and sliding-window layers with their own rope base."""
+    n = hf["num_hidden_layers"]
+    types = hf.get("layer_types") or ["full_attention" if (i + 1) % hf.get("sliding_window_pattern", 6) == 0
+                                      else "sliding_attention" for i in range(n)]
+    rope = hf.get("rope_parameters") or {}
+    full, local = dict(rope.get("full_attention") or {}), dict(rope.get("sliding_attention") or {})
+    if hf.get("rope_scaling"):
+        full.update(hf["rope_scaling"])
+    for kind, params in (("full_attention", full), ("sliding_attention", local)):
+        if params.get("rope_type", params.get("type", "default")) != "default":
+            raise UserError(f"{path}: rope type {params.get('rope_type', params.get('type'))!r} for {kind} layers "
+                            f"is not supported (default)")
+    names = {"full_attention": "full", "sliding_attention": "sliding"}
+    if set(types) - set(names):
+        raise UserError(f"{path}: layer_types {sorted(set(types) - set(names))} are not supported")
+    return dict(
+        norm_plus_one=True, sandwich_norms=True, embed_scale=True,
+        query_pre_attn_scalar=float(hf.get("query_pre_attn_scalar", 256)),
+        # transformers' Gemma 3 never applies attn_logit_softcapping (a Gemma 2 field it carries), so neither do we
+        attn_softcap=None, final_softcap=hf.get("final_logit_softcapping"),
+        sliding_window=hf.get("sliding_window", 4096), layer_types=tuple(names[t] for t in types),
+        rope_theta=float(full.get("rope_theta", hf.get("rope_theta", 1_000_000.0))),
+        rope_local_theta=float(local.get("rope_theta", hf.get("rope_local_base_freq", 10_000.0))),
     )
 
 
@@ -93,8 +132,9 @@ def _architecture(hf: dict, path: Path) -> str:
     for a in archs:
         if a in ARCHITECTURES:
             return ARCHITECTURES[a]
-    if not archs and hf.get("model_type") in _HF_NAMES:
-        return hf["model_type"]
+    by_type = {v: k for k, v in _MODEL_TYPES.items()}
+    if not archs and hf.get("model_type") in by_type:
+        return by_type[hf["model_type"]]
     raise UserError(
         f"{path}: unsupported model (architectures={archs}, model_type={hf.get('model_type')!r}); "
         f"supported: {sorted(ARCHITECTURES)}"
@@ -150,9 +190,13 @@ def _table(c: ModelConfig) -> tuple[list[_Entry], list[_Entry]]:
     ]
     if not c.tie_embeddings:
         top.append(_Entry("lm_head.weight", ("lm_head",), (V, D), T, T))
-    layer = [
-        _Entry("input_layernorm.weight", ("attn_norm",), (D,), same, same),
-        _Entry("post_attention_layernorm.weight", ("mlp_norm",), (D,), same, same),
+    if c.sandwich_norms:  # Gemma 3: HF's post_attention_layernorm is the norm on the attention output
+        norms = [("input_layernorm", "attn_norm"), ("post_attention_layernorm", "attn_post_norm"),
+                 ("pre_feedforward_layernorm", "mlp_norm"), ("post_feedforward_layernorm", "mlp_post_norm")]
+    else:  # Llama, Qwen: HF's post_attention_layernorm is the norm before the MLP
+        norms = [("input_layernorm", "attn_norm"), ("post_attention_layernorm", "mlp_norm")]
+    layer = [_Entry(f"{hf_name}.weight", (ours,), (D,), same, same) for hf_name, ours in norms]
+    layer += [
         _Entry("self_attn.q_proj.weight", ("attn", "q"), (H * Dh, D), *proj(H)),
         _Entry("self_attn.k_proj.weight", ("attn", "k"), (K * Dh, D), *proj(K)),
         _Entry("self_attn.v_proj.weight", ("attn", "v"), (K * Dh, D), *proj(K)),
@@ -170,6 +214,9 @@ def _table(c: ModelConfig) -> tuple[list[_Entry], list[_Entry]]:
         ]
     if c.o_bias:
         layer.append(_Entry("self_attn.o_proj.bias", ("attn", "o_bias"), (D,), same, same))
+    if c.qk_norm:
+        layer += [_Entry("self_attn.q_norm.weight", ("attn", "q_norm"), (Dh,), same, same),
+                  _Entry("self_attn.k_norm.weight", ("attn", "k_norm"), (Dh,), same, same)]
     return top, layer
 
 
@@ -298,8 +345,8 @@ def open_safetensors(model_dir: str | os.PathLike) -> _LazyTensors:
 
 def load_model(model_dir: str | os.PathLike, mesh: Mesh | None = None, param_dtype: str | None = None,
                compute_dtype: str | None = None) -> tuple[Decoder, ModelConfig]:
-    """Loads a local HF Qwen2/Llama directory into a Decoder sharded on `mesh` (default: FSDP over
-    all local devices)."""
+    """Loads a local HF Qwen2/Qwen3/Llama/Gemma 3 (text) directory into a Decoder sharded on `mesh`
+    (default: FSDP over all local devices)."""
     config = read_config(model_dir, param_dtype, compute_dtype)
     tensors = open_safetensors(model_dir)
     arrays = hf_to_arrays(tensors, config, source=str(model_dir))
@@ -309,9 +356,10 @@ def load_model(model_dir: str | os.PathLike, mesh: Mesh | None = None, param_dty
 
 def hf_config_dict(c: ModelConfig, eos_token_id=None, bos_token_id=None) -> dict:
     """config.json content for `c` (legacy rope keys, which transformers 4 and 5 and vLLM read)."""
+    _check_family(c)
     d: dict[str, Any] = {
         "architectures": [_HF_NAMES[c.architecture]],
-        "model_type": c.architecture,
+        "model_type": _MODEL_TYPES[c.architecture],
         "vocab_size": c.vocab_size,
         "hidden_size": c.hidden_size,
         "intermediate_size": c.intermediate_size,
@@ -329,18 +377,40 @@ def hf_config_dict(c: ModelConfig, eos_token_id=None, bos_token_id=None) -> dict
     }
     if c.rope_scaling is not None:
         d["rope_scaling"] = {"rope_type": "llama3", **vars(c.rope_scaling)}
-    if c.architecture == "llama":
-        if c.qkv_bias != c.o_bias:
-            raise UserError("Llama checkpoints bias q/k/v and o together (attention_bias)")
-        d["attention_bias"] = c.o_bias
-        d["mlp_bias"] = False
-    elif not c.qkv_bias or c.o_bias:
-        raise UserError("Qwen2 checkpoints have q/k/v bias and no o bias")
+    if c.architecture in ("llama", "qwen3"):
+        d.update(attention_bias=c.o_bias, mlp_bias=False)
+    elif c.architecture == "gemma3":
+        types = {"full": "full_attention", "sliding": "sliding_attention"}
+        del d["hidden_act"]
+        qpas = c.query_pre_attn_scalar
+        d.update(hidden_activation="gelu_pytorch_tanh", attention_bias=c.o_bias,
+                 query_pre_attn_scalar=int(qpas) if float(qpas).is_integer() else qpas,  # transformers wants an int attn_logit_softcapping=c.attn_softcap,
+                 final_logit_softcapping=c.final_softcap, sliding_window=c.sliding_window,
+                 layer_types=[types[t] for t in c.layer_types] or ["full_attention"] * c.num_layers,
+                 rope_local_base_freq=c.rope_local_theta)
     if eos_token_id is not None:
         d["eos_token_id"] = eos_token_id
     if bos_token_id is not None:
         d["bos_token_id"] = bos_token_id
     return d
+
+
+def _check_family(c: ModelConfig) -> None:
+    """A config a Hugging Face class of its family can hold (or a UserError naming the mismatch)."""
+    if c.architecture == "gemma3":
+        want = dict(qk_norm=True, norm_plus_one=True, sandwich_norms=True, embed_scale=True, hidden_act="gelu_tanh",
+                    rope_scaling=None)
+    else:
+        want = dict(qk_norm=c.architecture == "qwen3", norm_plus_one=False, sandwich_norms=False, embed_scale=False,
+                    hidden_act="silu", query_pre_attn_scalar=None, attn_softcap=None, final_softcap=None,
+                    layer_types=())
+    wrong = [f"{k}={getattr(c, k)!r}" for k, v in want.items() if getattr(c, k) != v]
+    if wrong:
+        raise UserError(f"a {c.architecture} checkpoint cannot hold {', '.join(wrong)}")
+    if c.architecture == "qwen2" and (not c.qkv_bias or c.o_bias):
+        raise UserError("Qwen2 checkpoints have q/k/v bias and no o bias")
+    if c.architecture != "qwen2" and c.qkv_bias != c.o_bias:
+        raise UserError(f"{c.architecture} checkpoints bias q/k/v and o together (attention_bias)")
 
 
 def save_model(model: Decoder, out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None,

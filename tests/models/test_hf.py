@@ -24,9 +24,17 @@ def token_ids(model_dir, texts):
     return [tok.encode(t) for t in texts]
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "llama"])
-def test_logits_match_transformers(arch, qwen2_dir, llama_dir):
-    model_dir = {"qwen2": qwen2_dir, "llama": llama_dir}[arch]
+FAMILIES = ["qwen2", "llama", "qwen3", "gemma3"]
+
+
+@pytest.fixture
+def family_dir(request, qwen2_dir, llama_dir, qwen3_dir, gemma3_dir):
+    return {"qwen2": qwen2_dir, "llama": llama_dir, "qwen3": qwen3_dir, "gemma3": gemma3_dir}
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_logits_match_transformers(arch, family_dir):
+    model_dir = family_dir[arch]
     model, config = hf.load_model(model_dir)
     assert config.architecture == arch
     ids = np.random.default_rng(0).integers(0, config.vocab_size, (2, 48))
@@ -36,10 +44,30 @@ def test_logits_match_transformers(arch, qwen2_dir, llama_dir):
     assert np.abs(np.asarray(ours) - ref).max() < 1e-5 * np.abs(ref).max()  # no single logit is off
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_bfloat16_logits_match_transformers_in_bfloat16(arch, family_dir):
+    """Both sides in bfloat16 (weights and compute): the same model up to bf16 rounding (float32
+    against float32 is held to 1e-5 above)."""
+    import torch
+    import transformers
+
+    model_dir = family_dir[arch]
+    model, _ = hf.load_model(model_dir, param_dtype="bfloat16")
+    ids = np.random.default_rng(0).integers(0, model.config.vocab_size, (2, 32))
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
+    with torch.no_grad():
+        ref = theirs(torch.tensor(ids)).logits.float().numpy()
+    ours, _ = model(jnp.asarray(ids), positions_from_mask(jnp.ones(ids.shape, bool)), jnp.ones(ids.shape, bool))
+    f32 = hf_logits(model_dir, ids)
+    # As close to transformers-in-bf16 as that is to float32 (these peaked random models make bf16
+    # rounding large: ~3e-2); a wrong norm order or activation in bf16 is several times that.
+    assert rel_err(ours, ref) < 1.5 * rel_err(ref, f32), (rel_err(ours, ref), rel_err(ref, f32))
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_logprobs_match_transformers_with_left_padding(arch, temperature, qwen2_dir, llama_dir):
-    model_dir = {"qwen2": qwen2_dir, "llama": llama_dir}[arch]
+def test_logprobs_match_transformers_with_left_padding(arch, temperature, family_dir):
+    model_dir = family_dir[arch]
     model, _ = hf.load_model(model_dir)
     # Tokenize once with tokenizer.json and feed both implementations the same ids.
     rows = token_ids(model_dir, ["Q: 47*86=? <think> 47*6=282", "Wait, let me verify: 12 + 30 = 42"])
@@ -64,9 +92,9 @@ def _logsumexp(x):
     return m + np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "llama"])
-def test_export_round_trip(arch, qwen2_dir, llama_dir, tmp_path):
-    model_dir = {"qwen2": qwen2_dir, "llama": llama_dir}[arch]
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_export_round_trip(arch, family_dir, tmp_path):
+    model_dir = family_dir[arch]
     model, config = hf.load_model(model_dir)
     out = hf.save_model(model, tmp_path / "export", tokenizer_dir=model_dir)
     assert (out / "tokenizer.json").is_file() and (out / "generation_config.json").is_file()
