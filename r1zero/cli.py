@@ -126,6 +126,12 @@ def _export(args: argparse.Namespace) -> str:
     return f"exported step {step} to {out}"
 
 
+def _convert(args: argparse.Namespace) -> dict:
+    from r1zero.models.gguf import convert_gguf
+
+    return convert_gguf(args.gguf, args.out, args.dtype)
+
+
 def _info(args: argparse.Namespace) -> dict:
     import dataclasses
 
@@ -206,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest usable)")
     p.add_argument("--out", required=True, help="output directory (safetensors, config.json, tokenizer)")
     p.set_defaults(run=_export)
+
+    p = sub.add_parser("convert", help="a GGUF file (llama.cpp) as a Hugging Face model directory")
+    p.add_argument("--gguf", required=True, help="the .gguf file (a model split in parts: concatenate them first)")
+    p.add_argument("--out", required=True, help="output directory (config.json, model.safetensors, tokenizer)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="of the dequantized weights")
+    p.set_defaults(run=_convert)
 
     p = sub.add_parser("info", help="architecture and parameter count of a model, as JSON")
     p.add_argument("--model", required=True, help="local Hugging Face model directory")

@@ -1,0 +1,194 @@
+"""GGUF conversion against two independent references: the original (unquantized) checkpoint, and
+transformers loading the same GGUF file itself. The GGUF files are written here the way llama.cpp's
+converter writes them (its names, q/k row permutation for Llama, Gemma's 1 + w norms, quantized
+blocks of several types)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from r1zero.cli import main
+from r1zero.errors import UserError
+from r1zero.models import hf
+from r1zero.models.gguf import convert_gguf
+from r1zero.tokenizer import Tokenizer
+from tests.conftest import hf_logits, make_hf_checkpoint
+
+TEXTS = ["Q: 47*86=? <think> 47*6=282 47*80=3760 </think> A: 4042", "Wait, let me verify: 12 + 30 = 42.",
+         "The quick brown fox<|endoftext|> jumps"]
+MIXED = [gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.Q4_0, gguf.GGMLQuantizationType.Q5_0,
+          gguf.GGMLQuantizationType.Q4_1, gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.BF16]
+LAYER_NAMES = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+               "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm",
+               "self_attn.k_norm": "attn_k_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+               "mlp.down_proj": "ffn_down"}
+
+
+def llama_cpp_permute(w: np.ndarray, heads: int) -> np.ndarray:
+    """llama.cpp's convert_hf_to_gguf `permute` (Llama q and k rows)."""
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_gguf(model_dir: Path, path: Path, arch: str, qtypes=(gguf.GGMLQuantizationType.Q8_0,)) -> None:
+    cfg = json.loads((model_dir / "config.json").read_text())
+    tok = json.loads((model_dir / "tokenizer.json").read_text())
+    w = gguf.GGUFWriter(str(path), arch)
+    L, H, K = cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    w.add_block_count(L)
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(H)
+    w.add_head_count_kv(K)
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // H
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    rope = cfg.get("rope_parameters") or {}
+    w.add_rope_freq_base(cfg.get("rope_theta") or rope.get("rope_theta") or rope["full_attention"]["rope_theta"])
+    if arch == "gemma3":
+        w.add_sliding_window(cfg["sliding_window"])
+        if cfg.get("final_logit_softcapping") is not None:
+            w.add_final_logit_softcapping(cfg["final_logit_softcapping"])
+    vocab = sorted({**tok["model"]["vocab"], **{t["content"]: t["id"] for t in tok["added_tokens"]}}.items(),
+                   key=lambda kv: kv[1])
+    special = {t["content"] for t in tok["added_tokens"] if t["special"]}
+    tokens = [t for t, _ in vocab] + [f"[PAD{i}]" for i in range(len(vocab), cfg["vocab_size"])]  # as llama.cpp pads
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if t in special else 5 if t.startswith("[PAD") else 1 for t in tokens])
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]])
+    eos = tok["model"]["vocab"].get("<|endoftext|>") or next(t["id"] for t in tok["added_tokens"])
+    w.add_bos_token_id(eos)
+    w.add_eos_token_id(eos)
+    w.add_chat_template("{% for m in messages %}<|user|>{{ m['content'] }}{% endfor %}<|assistant|>")
+    tensors = load_file(model_dir / "model.safetensors")
+    top = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+           "lm_head.weight": "output.weight"}
+    gemma_norms = {"post_attention_layernorm": "post_attention_norm", "pre_feedforward_layernorm": "ffn_norm",
+                   "post_feedforward_layernorm": "post_ffw_norm"}
+    names = {**LAYER_NAMES, **(gemma_norms if arch == "gemma3" else {"post_attention_layernorm": "ffn_norm"})}
+    for i, (name, x) in enumerate(sorted(tensors.items())):
+        x = x.astype(np.float32)
+        if name in top:
+            gname = top[name]
+        else:
+            _, _, layer, *rest = name.split(".")
+            module, kind = ".".join(rest[:-1]), rest[-1]
+            gname = f"blk.{layer}.{names[module]}.{kind}"
+        if arch == "llama" and gname.endswith(("attn_q.weight", "attn_k.weight")):
+            x = llama_cpp_permute(x, H if "attn_q" in gname else K)
+        if arch == "gemma3" and gname.endswith("norm.weight"):
+            x = x + 1.0  # llama.cpp stores Gemma's (1 + w)
+        if x.ndim == 1:
+            w.add_tensor(gname, x)
+        else:
+            qtype = qtypes[i % len(qtypes)]
+            w.add_tensor(gname, gguf.quants.quantize(x, qtype), raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def llama_plain_rope(tmp_path_factory) -> Path:
+    """Llama (SmolLM2-like): no rope scaling (Llama 3.1's scaling travels as a rope_freqs tensor)."""
+    return make_hf_checkpoint(tmp_path_factory.mktemp("hf") / "llama_plain", "llama", rope_scaling=None)
+
+
+@pytest.fixture(scope="module")
+def gemma3_six_layers(tmp_path_factory) -> Path:
+    """Gemma 3 as llama.cpp lays it out: every 6th layer global, the attention scale 1/sqrt(head_dim)."""
+    return make_hf_checkpoint(tmp_path_factory.mktemp("hf") / "gemma3_6", "gemma3", num_hidden_layers=6,
+                              layer_types=["sliding_attention"] * 5 + ["full_attention"], query_pre_attn_scalar=16)
+
+
+def r1zero_logits(model_dir: Path, ids: np.ndarray) -> np.ndarray:
+    import jax.numpy as jnp
+
+    from r1zero.models import positions_from_mask
+
+    model, _ = hf.load_model(model_dir)
+    mask = jnp.ones(ids.shape, bool)
+    return np.asarray(model(jnp.asarray(ids), positions_from_mask(mask), mask)[0])
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "gemma3"])
+def test_a_converted_gguf_is_the_original_model(arch, qwen2_dir, llama_plain_rope, qwen3_dir, gemma3_six_layers,
+                                                tmp_path):
+    """Written as llama.cpp writes it (Q8_0 blocks), converted back: the original model's logits up to
+    Q8_0 rounding (so the layout is right, not merely self-consistent) and its tokenizer's ids.
+    Covers what only the metadata says: Qwen3's head_dim (24, not width / heads), Gemma 3's
+    attention scale (llama.cpp's 1/sqrt(head_dim)) and final soft cap."""
+    original = {"llama": llama_plain_rope, "qwen2": qwen2_dir, "qwen3": qwen3_dir, "gemma3": gemma3_six_layers}[arch]
+    write_gguf(original, tmp_path / "m.gguf", arch)
+    assert main(["convert", "--gguf", str(tmp_path / "m.gguf"), "--out", str(tmp_path / "hf")]) == 0
+    assert hf.read_config(tmp_path / "hf").architecture == arch
+    ids = np.random.default_rng(0).integers(0, 300, (1, 40))
+    ours, unquantized = r1zero_logits(tmp_path / "hf", ids), hf_logits(original, ids)
+    # Q8_0 rounding moves these peaked random models' logits by ~2-5%; a wrong layout (q/k rows not
+    # put back, a norm off by one, a wrong attention scale) moves them by ~50-100%
+    assert np.linalg.norm(ours - unquantized) / np.linalg.norm(unquantized) < 0.1
+    tok = Tokenizer(tmp_path / "hf")
+    for text in TEXTS:
+        assert tok.encode(text) == Tokenizer(original).encode(text), text
+    meta = json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())
+    assert meta["chat_template"].startswith("{% for m in messages %}") and tok.eos_ids
+
+
+@pytest.mark.parametrize("arch, quantization", [("llama", "mixed"), ("qwen2", "Q8_0"), ("qwen3", "Q8_0"),
+                                                ("gemma3", "Q8_0")])
+def test_a_converted_gguf_is_what_transformers_reads_from_it(arch, quantization, qwen2_dir, llama_plain_rope,
+                                                             tmp_path_factory, tmp_path):
+    """transformers reading the same GGUF file itself (its own torch dequantization of Q8_0, Q4_0,
+    Q5_0, Q4_1, F16 and BF16 blocks) gives the same logits and token ids. Its GGUF reader (5.24)
+    takes Qwen3's head_dim as 128 and Gemma 3's attention scale as 256 whatever the file says, and
+    drops the final soft cap, so these checkpoints stay within what it reads right."""
+    import torch
+    import transformers
+
+    made = tmp_path_factory.mktemp("hf")
+    original = {"llama": llama_plain_rope, "qwen2": qwen2_dir,
+                "qwen3": lambda: make_hf_checkpoint(made / "q3", "qwen3", head_dim=128),
+                "gemma3": lambda: make_hf_checkpoint(made / "g3", "gemma3", num_hidden_layers=6, head_dim=256,
+                                                     query_pre_attn_scalar=256, final_logit_softcapping=None,
+                                                     layer_types=["sliding_attention"] * 5 + ["full_attention"])}[arch]
+    original = original() if callable(original) else original
+    write_gguf(original, tmp_path / "m.gguf", arch, MIXED if quantization == "mixed" else (gguf.GGMLQuantizationType.Q8_0,))
+    convert_gguf(tmp_path / "m.gguf", tmp_path / "hf")
+    ids = np.random.default_rng(0).integers(0, 300, (1, 40))
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m.gguf", dtype=torch.float32)
+    with torch.no_grad():
+        reference = theirs.eval()(torch.tensor(ids)).logits.numpy()
+    assert np.abs(r1zero_logits(tmp_path / "hf", ids) - reference).max() < 1e-5 * np.abs(reference).max()
+    gguf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="m.gguf")
+    for text in TEXTS:
+        assert Tokenizer(tmp_path / "hf").encode(text) == gguf_tok(text)["input_ids"], text
+
+
+def test_damaged_or_unsupported_files_are_named(qwen2_dir, tmp_path):
+    path = tmp_path / "m.gguf"
+    write_gguf(qwen2_dir, path, "qwen2")
+    whole = path.read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(whole[: len(whole) * 2 // 3])  # a download cut short
+    with pytest.raises(UserError, match=r"cut.gguf: not a readable GGUF file .*is it complete"):
+        convert_gguf(tmp_path / "cut.gguf", tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing written from a bad file
+    with pytest.raises(FileNotFoundError, match="nope.gguf does not exist"):
+        convert_gguf(tmp_path / "nope.gguf", tmp_path / "out")
+    w = gguf.GGUFWriter(str(tmp_path / "mamba.gguf"), "mamba")
+    w.add_tokenizer_model("gpt2")
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(UserError, match="GGUF architecture 'mamba' is not supported"):
+        convert_gguf(tmp_path / "mamba.gguf", tmp_path / "out")
