@@ -14,7 +14,7 @@ import random
 import re
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from r1zero.config import TaskConfig
 from r1zero.errors import MissingFileError, UserError
@@ -74,26 +74,44 @@ def _random_expression(numbers: list[int], rng: random.Random) -> tuple[str, Fra
     return expr[1:-1] if expr.startswith("(") else expr, value
 
 
+def _draw_rows(size: int, draw: Callable[[int], Example | None], key: str) -> list[Example]:
+    """`size` rows from `draw(index)` (None: a rejected draw). A kind of problem that has run out of
+    new instances (1,000 rejected draws in a row, or 50 per row asked for) is a UserError naming
+    `key`, not a loop that never ends."""
+    rows, misses = [], 0
+    while len(rows) < size:
+        row = draw(len(rows))
+        if row is not None:
+            rows.append(row)
+            misses = 0
+        elif (misses := misses + 1) > max(1000, 50 * size):
+            raise UserError(f"{key}={size}: only {len(rows)} distinct problems of this kind could be drawn; ask for "
+                            f"fewer, or make them harder (task.difficulty)")
+    return rows
+
+
 def countdown(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
     """TinyZero-style: `difficulty` numbers in [1, max_number] and a target in [1, max_target]
     reachable with + - * / using each number once (a witness expression is kept in meta)."""
     out, seen = {}, set()
-    for split, size in (("test", config.eval_size), ("train", config.train_size)):
-        rng, rows = random.Random(f"countdown-{seed}-{split}"), []
-        while len(rows) < size:
+    for split, size, key in (("test", config.eval_size, "task.eval_size"), ("train", config.train_size, "task.train_size")):
+        rng = random.Random(f"countdown-{seed}-{split}")
+
+        def draw(index: int) -> Example | None:
             numbers = [rng.randint(1, config.max_number) for _ in range(config.difficulty)]
             expr, value = _random_expression(numbers, rng)
             if value is None or value.denominator != 1 or not 1 <= value <= config.max_target:
-                continue
-            key = (tuple(sorted(numbers)), int(value))
-            if key in seen:  # the test split is never repeated in train
-                continue
-            seen.add(key)
+                return None
+            problem = (tuple(sorted(numbers)), int(value))
+            if problem in seen:  # the test split is never repeated in train
+                return None
+            seen.add(problem)
             question = (f"Using the numbers {numbers}, create an equation that equals {int(value)}. "
                         f"You can use basic arithmetic operations (+, -, *, /) and each number can only be used once.")
-            rows.append(example(f"countdown-{split}-{len(rows)}", question, expr, numbers=numbers,
-                                target=int(value), solution=expr))
-        out[split] = rows
+            return example(f"countdown-{split}-{index}", question, expr, numbers=numbers, target=int(value),
+                           solution=expr)
+
+        out[split] = _draw_rows(size, draw, key)
     return out
 
 
@@ -102,11 +120,14 @@ def arithmetic(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
     if config.operation not in ("add", "mul", "chain"):
         raise UserError(f"task.operation: unknown arithmetic operation {config.operation!r}; "
                         f"known: ['add', 'chain', 'mul']")
+    from r1zero.rewards.arith import evaluate  # exact, and never Python eval
+
     lo, hi = 10 ** (config.difficulty - 1) if config.difficulty > 1 else 0, 10**config.difficulty - 1
     out, seen = {}, set()
-    for split, size in (("test", config.eval_size), ("train", config.train_size)):
-        rng, rows = random.Random(f"arithmetic-{seed}-{split}"), []
-        while len(rows) < size:
+    for split, size, key in (("test", config.eval_size, "task.eval_size"), ("train", config.train_size, "task.train_size")):
+        rng = random.Random(f"arithmetic-{seed}-{split}")
+
+        def draw(index: int) -> Example | None:
             if config.operation == "chain":
                 a, b, c = (rng.randint(lo, hi) for _ in range(3))
                 o1, o2 = rng.choice("+-*"), rng.choice("+-*")
@@ -115,12 +136,11 @@ def arithmetic(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
                 a, b = rng.randint(lo, hi), rng.randint(lo, hi)
                 question = f"{a} {'+' if config.operation == 'add' else '*'} {b}"
             if question in seen:
-                continue
+                return None
             seen.add(question)
-            from r1zero.rewards.arith import evaluate  # exact, and never Python eval
+            return example(f"arithmetic-{split}-{index}", f"{question} =", int(evaluate(question)[0]))
 
-            rows.append(example(f"arithmetic-{split}-{len(rows)}", f"{question} =", int(evaluate(question)[0])))
-        out[split] = rows
+        out[split] = _draw_rows(size, draw, key)
     return out
 
 

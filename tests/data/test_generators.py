@@ -146,3 +146,15 @@ def test_bad_rows_name_file_and_line(tmp_path):
         f.write_text(json.dumps({"prompt": "ok", "answer": 1}) + "\n" + json.dumps(bad) + "\n")
         with pytest.raises(UserError, match=r"d.jsonl:2: field " + message):
             generate(TaskConfig(dataset="jsonl", path=str(f), eval_size=1), seed=0)
+
+
+def test_a_kind_of_problem_that_runs_out_is_an_error_not_a_hang():
+    """One-digit additions: 100 distinct problems; asking for 5,000 used to loop forever."""
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match=r"task.train_size=5000: only 92 distinct problems of this kind"):
+        generate(TaskConfig(dataset="arithmetic", operation="add", difficulty=1, eval_size=8, train_size=5000), seed=0)
+    with pytest.raises(UserError, match=r"task.eval_size=500: only \d+ distinct problems"):
+        generate(TaskConfig(dataset="countdown", difficulty=2, max_number=3, max_target=9, eval_size=500), seed=0)
+    assert time.perf_counter() - t0 < 60
