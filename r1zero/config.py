@@ -305,8 +305,10 @@ class TrainConfig:
     into num_minibatches minibatches, each one *step* (one optimizer update); `mu` passes over the
     rollout, so a rollout is num_minibatches x mu steps. `steps` counts optimizer steps."""
 
+    # With model_dir set, `model` fields left at their defaults come from its config.json; set ones must agree
+    # with it (a recipe names its model's architecture), except param_dtype, compute_dtype and remat.
     model: ModelConfig = ModelConfig()
-    model_dir: str = ""  # a local HF directory; empty: random init of `model` + a character tokenizer
+    model_dir: str = ""  # a local HF directory or a Hub id (org/name[@revision]); empty: random `model`, char tokenizer
     sampling: SamplingConfig = SamplingConfig(num_samples=8, max_new_tokens=16)
     grpo: GRPOConfig = GRPOConfig()
     optim: OptimConfig = OptimConfig()

@@ -43,7 +43,7 @@ from r1zero.data import check_task, load_task
 from r1zero.errors import MissingFileError, UserError, read_json
 from r1zero.evaluate import evaluate, metric_names
 from r1zero.metrics import MetricWriter
-from r1zero.models import Decoder, create_model, hf, logprob_pass, per_token_logprobs
+from r1zero.models import Decoder, create_model, hf, hub, logprob_pass, per_token_logprobs
 from r1zero.optim import init_opt_state, jit_update, make_optimizer
 from r1zero.rollout import collect_rollout, completion_rows, minibatches, rollout_metrics, train_arrays
 from r1zero.sharding import rows_to_global, rows_to_local
@@ -168,18 +168,20 @@ class Trainer:
     """The fixed parts of a run (config, mesh, tokenizer, prompts, the jitted step and log-prob pass,
     the checkpointer), its two halves, `rollout` and `update`, and the run's evaluation record."""
 
-    def __init__(self, config: TrainConfig, workdir: Path):
+    def __init__(self, config: TrainConfig, workdir: Path, source: hub.ModelSource | None = None):
         self.workdir, self.requested = workdir, config
         workdir.mkdir(parents=True, exist_ok=True)
         self.mesh = sharding.make_mesh(config.mesh)
+        source = source or model_source(config, workdir)
+        model_path = source.path if source else None
         self.prompts, self.held_out = load_task(config.task, config.seed, workdir / "data", config.prompts_per_rollout,
-                                                tokenizer_dir=config.model_dir or None)
+                                                tokenizer_dir=model_path)
         examples = self.prompts.examples() + self.held_out
-        model, self.tok, self.config = setup_model(config, workdir, self.mesh, examples)
+        model, self.tok, self.config = setup_model(config, model_path, workdir, self.mesh, examples)
         check_against_model(self.config, self.tok, examples)
         self.main_process = jax.process_index() == 0
         if self.main_process:
-            write_run_files(workdir, config, self.config, self.tok)
+            write_run_files(workdir, config, self.config, self.tok, source)
         self.graphdef, params, self.rest, opt_state, self._update_fn = init_training(model, self.config, self.mesh)
         ref_params = jax.tree.map(jnp.copy, params) if config.grpo.beta else None
         self._initial = TrainState(params, opt_state, ref_params)  # handed out once: the first update donates it
@@ -443,10 +445,11 @@ def train(config: TrainConfig, workdir: str | Path, progress: bool = True,
     `callbacks` run after the built-in ones. Returns the summary (held-out evaluation before RL and
     at the end)."""
     workdir = Path(workdir)
-    check_config(config)
+    source = model_source(config, workdir)  # from the Hub (or its cache) if model_dir is a Hub id
+    check_config(config, source.path if source else None)
     with RunLock(workdir):  # one trainer per run directory, taken before anything in it is read or written
         check_resume(config, workdir)
-        trainer = Trainer(config, workdir)
+        trainer = Trainer(config, workdir, source)
         callbacks = [Evaluation(), MetricsLog(), Checkpointing(), ProgressBar(progress), *callbacks]
         try:
             state, batch = trainer.start()
@@ -479,9 +482,9 @@ def write_summary(trainer: Trainer, state: TrainState) -> dict[str, Any]:
 # The run directory: which config may continue it, and what it holds.
 
 
-def check_config(config: TrainConfig) -> None:
+def check_config(config: TrainConfig, model_path: Path | None = None) -> None:
     """What the config dataclasses cannot check themselves (names in registries, the task's files
-    and template), before anything is written."""
+    and template, rendered with the tokenizer in `model_path`), before anything is written."""
     for name in dict.fromkeys((*config.task.rewards, config.task.accuracy_reward, "format")):
         try:
             rewards.get(name)
@@ -493,7 +496,7 @@ def check_config(config: TrainConfig) -> None:
                               ("grpo.kl_estimator", g.kl_estimator, grpo.KL_ESTIMATORS)):
         if value not in known:
             raise UserError(f"{key} must be one of {', '.join(known)}, got {value!r}")
-    check_task(config.task, config.model_dir or None)
+    check_task(config.task, model_path)
 
 
 def check_against_model(config: TrainConfig, tok: Tokenizer, examples: list[dict]) -> None:
@@ -596,12 +599,26 @@ def _get(d: dict, dotted: str):
     return d
 
 
-def setup_model(config: TrainConfig, workdir: Path, mesh, examples: list[dict]):
-    """(model, tokenizer, config): from `model_dir`, or a random `config.model` with a character
+def model_source(config: TrainConfig, workdir: Path | None = None) -> hub.ModelSource | None:
+    """Where `config.model_dir`'s files are (None: a random model). A run with checkpoints loads the
+    Hub revision its model_source.json recorded, so a resume never picks up a newer upload."""
+    if not config.model_dir:
+        return None
+    record, pinned = (workdir / "model_source.json" if workdir else None), None
+    if record is not None and record.is_file() and _checkpoint_steps(workdir):
+        data = read_json(record)
+        if isinstance(data, dict) and data.get("model_dir") == config.model_dir:
+            pinned = data.get("revision")
+    return hub.resolve(config.model_dir, pinned)
+
+
+def setup_model(config: TrainConfig, model_path: Path | None, workdir: Path, mesh, examples: list[dict]):
+    """(model, tokenizer, config): from `model_path`, or a random `config.model` with a character
     tokenizer of the characters the task's examples use, written into the run directory."""
-    if config.model_dir:
-        model, model_config = hf.load_model(config.model_dir, mesh)
-        tok = Tokenizer(config.model_dir)
+    if model_path is not None:
+        model_config = hf.agree(hf.read_config(model_path), config.model, model_path)
+        model, model_config = hf.load_model(model_path, mesh, config=model_config)
+        tok = Tokenizer(model_path)
         return model, tok, dataclasses.replace(config, model=model_config)
     chars = "".join(sorted({ch for ex in examples for ch in ex["prompt"] + str(ex["answer"])}))
     where = workdir / "tokenizer"
@@ -615,10 +632,14 @@ def setup_model(config: TrainConfig, workdir: Path, mesh, examples: list[dict]):
     return model, tok, dataclasses.replace(config, model=model_config)
 
 
-def write_run_files(workdir: Path, requested: TrainConfig, config: TrainConfig, tok: Tokenizer) -> None:
-    """The run directory describes itself: the config as given (what a resume reads), the tokenizer
-    files, and the model config the run derived (e.g. the vocabulary of its tokenizer)."""
+def write_run_files(workdir: Path, requested: TrainConfig, config: TrainConfig, tok: Tokenizer,
+                    source: hub.ModelSource | None = None) -> None:
+    """The run directory describes itself: the config as given (what a resume reads), where the
+    model came from (the Hub revision), the tokenizer files, and the model config the run derived
+    (e.g. the vocabulary of its tokenizer)."""
     (workdir / "config.json").write_text(json.dumps(to_dict(requested), indent=1) + "\n")
+    if source is not None:
+        (workdir / "model_source.json").write_text(json.dumps(source.record(requested.model_dir), indent=1) + "\n")
     src = tok.path.parent
     if src != workdir / "tokenizer":
         (workdir / "tokenizer").mkdir(exist_ok=True)
@@ -676,7 +697,8 @@ def export_run(workdir: str | Path, out: str | Path, step: int | None = None) ->
     mesh = sharding.make_mesh(config.mesh)
     tok = Tokenizer(workdir / "tokenizer")
     if config.model_dir:
-        model, _ = hf.load_model(config.model_dir, mesh)
+        path = model_source(config, workdir).path
+        model, _ = hf.load_model(path, mesh, config=hf.agree(hf.read_config(path), config.model, path))
     else:
         model = create_model(dataclasses.replace(config.model, vocab_size=tok.vocab_size), mesh, seed=config.seed)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)

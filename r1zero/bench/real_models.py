@@ -63,6 +63,15 @@ def check(gguf_path: Path, tokens: int, greedy: int) -> dict:
     row["tokens"] = len(ids)
     row["max_abs_logit_diff"] = float(np.abs(ours - theirs).max())
     row["top1_agreement"] = float((ours.argmax(-1) == theirs.argmax(-1)).mean())
+    window = model.config.sliding_window if any(model.config.sliding_layers) else None
+    if window:  # past the window of the sliding layers: the text again and again, window + 128 tokens
+        long_ids = tok.encode(" ".join([TEXT] * (window // len(ids) + 2)))[:window + 128]
+        xl, ml = jnp.asarray([long_ids]), jnp.ones((1, len(long_ids)), bool)
+        ours_l = np.asarray(model(xl, positions_from_mask(ml), ml)[0][0])
+        with torch.no_grad():
+            theirs_l = theirs_model(torch.tensor([long_ids])).logits[0].numpy()
+        row["past_window"] = (f"{len(long_ids)} tokens (window {window}): max diff {np.abs(ours_l - theirs_l).max():.2g}, "
+                              f"top-1 {(ours_l.argmax(-1) == theirs_l.argmax(-1)).mean():.3f}")
     logp, _ = per_token_logprobs(model, x, mask)
     row["nll_nats_per_token"] = round(-float(np.asarray(logp)[0, 1:].mean()), 3)
     config = SamplingConfig(temperature=0.0, max_new_tokens=greedy, max_prompt_len=64)
@@ -92,10 +101,10 @@ def main(argv=None) -> None:
         rows.append(check(f, args.tokens, args.greedy))
         print(json.dumps(rows[-1]), flush=True)
     head = ["file", "architecture", "parameters", "tokens", "max_abs_logit_diff", "top1_agreement",
-            "nll_nats_per_token", "greedy_equal", "token_ids_equal", "convert_s"]
+            "nll_nats_per_token", "greedy_equal", "token_ids_equal", "past_window", "convert_s"]
     print(" | ".join(head))
     for r in rows:
-        print(" | ".join(str(r[h]) for h in head))
+        print(" | ".join(str(r.get(h, "-")) for h in head))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ Llama-architecture models are permuted for its rope kernel (put back), and Gemma
 as 1 + w (stored back as w).
 
 Supported: architectures llama, qwen2, qwen3 and gemma3; byte-level BPE vocabularies
-(`tokenizer.ggml.model = gpt2`) with the pre-tokenizers below. Anything else is named in the error.
+(`tokenizer.ggml.model = gpt2`) with the pre-tokenizers below, and SentencePiece BPE vocabularies
+(`llama`: Llama 2 style and Gemma). Anything else is named in the error.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ PRE_TOKENIZERS = {  # name -> splits applied in order (the last one feeds the by
     "qwen2": [_QWEN2_SPLIT], "deepseek-r1-qwen": [_QWEN2_SPLIT],
     "llama-bpe": [_LLAMA3_SPLIT], "llama3": [_LLAMA3_SPLIT], "llama-v3": [_LLAMA3_SPLIT],
 }
-CONTROL, USER_DEFINED = 3, 4  # llama.cpp token types
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, BYTE = 1, 2, 3, 4, 6  # llama.cpp token types
 
 
 def open_gguf(path: str | os.PathLike):
@@ -159,27 +160,25 @@ def _bfloat16():
 
 
 def hf_tokenizer(reader):
-    """(tokenizers.Tokenizer, tokenizer_config, special ids) rebuilt from the file's vocabulary."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    """(tokenizers.Tokenizer, tokenizer_config, special ids) rebuilt from the file's vocabulary:
+    byte-level BPE (`gpt2`) or SentencePiece BPE (`llama`)."""
+    from tokenizers import AddedToken, processors
 
     kind = meta(reader, "tokenizer.ggml.model")
-    if kind != "gpt2":
-        raise UserError(f"GGUF tokenizer {kind!r} is not supported yet (only byte-level BPE, 'gpt2')")
-    pre = meta(reader, "tokenizer.ggml.pre", "default")
-    if pre not in PRE_TOKENIZERS:
-        raise UserError(f"GGUF pre-tokenizer {pre!r} is not supported (one of {sorted(PRE_TOKENIZERS)})")
     tokens = list(meta(reader, "tokenizer.ggml.tokens"))
-    merges = [tuple(m.split(" ", 1)) for m in meta(reader, "tokenizer.ggml.merges")]
-    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, fuse_unk=False))
-    splits = [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in PRE_TOKENIZERS[pre]]
-    tok.pre_tokenizer = pre_tokenizers.Sequence([*splits, pre_tokenizers.ByteLevel(add_prefix_space=False,
-                                                                                    use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
-    types = list(meta(reader, "tokenizer.ggml.token_type", [])) or [1] * len(tokens)
+    types = list(meta(reader, "tokenizer.ggml.token_type", [])) or [NORMAL] * len(tokens)
+    ids = {name: meta(reader, f"tokenizer.ggml.{name}_token_id", None) for name in ("bos", "eos", "padding", "unknown")}
+    if kind == "gpt2":
+        tok = _byte_level_bpe(reader, tokens)
+    elif kind == "llama":
+        tok, tokens = _sentencepiece_bpe(reader, tokens, types, ids["unknown"])
+    else:
+        raise UserError(f"GGUF tokenizer {kind!r} is not supported (byte-level BPE 'gpt2' or SentencePiece 'llama')")
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
                             for t, k in zip(tokens, types) if k == CONTROL])
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t, k in zip(tokens, types) if k == USER_DEFINED])
-    ids = {name: meta(reader, f"tokenizer.ggml.{name}_token_id", None) for name in ("bos", "eos", "padding", "unknown")}
+    # llama.cpp matches user-defined tokens whole in the text (only those still spelled as in the file)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t, k in zip(tokens, types)
+                    if k == USER_DEFINED and tok.token_to_id(t) is not None])
     if meta(reader, "tokenizer.ggml.add_bos_token", False) and ids["bos"] is not None:
         bos = tokens[ids["bos"]]
         tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B",
@@ -191,6 +190,49 @@ def hf_tokenizer(reader):
     if template:
         config["chat_template"] = template
     return tok, config, ids
+
+
+def _byte_level_bpe(reader, tokens: list[str]):
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    pre = meta(reader, "tokenizer.ggml.pre", "default")
+    if pre not in PRE_TOKENIZERS:
+        raise UserError(f"GGUF pre-tokenizer {pre!r} is not supported (one of {sorted(PRE_TOKENIZERS)})")
+    merges = [tuple(m.split(" ", 1)) for m in meta(reader, "tokenizer.ggml.merges")]
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, fuse_unk=False))
+    splits = [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in PRE_TOKENIZERS[pre]]
+    tok.pre_tokenizer = pre_tokenizers.Sequence([*splits, pre_tokenizers.ByteLevel(add_prefix_space=False,
+                                                                                    use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def _sentencepiece_bpe(reader, tokens: list[str], types: list[int], unk_id: int | None):
+    """llama.cpp's SPM tokenizer as a tokenizers BPE: spaces are written "▁" (and one is put in
+    front of the text if the file says so); adjacent pieces merge best score first, and a character
+    that is no piece falls back to its <0xXX> byte tokens. GGUFs carry no merges: they are the
+    splits of every piece into two pieces, ranked by the score of the piece they make (ties: file
+    order). Gemma stores its tokens of several spaces as spaces: they are spelled "▁" again."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    tokens = ["\u2581" * len(t) if t and not t.strip(" ") else t for t in tokens]
+    scores = list(meta(reader, "tokenizer.ggml.scores", [])) or [-float(i) for i in range(len(tokens))]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    ranked = sorted((i for i, k in enumerate(types) if k not in (CONTROL, BYTE, UNKNOWN)),
+                    key=lambda i: (types[i] != USER_DEFINED, -scores[i], i))  # user-defined pieces match whole
+    merges = []
+    for i in ranked:
+        piece = tokens[i]
+        merges += [(piece[:j], piece[j:]) for j in range(len(piece) - 1, 0, -1)
+                   if piece[:j] in vocab and piece[j:] in vocab]
+    unk = tokens[unk_id] if unk_id is not None else None
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True))
+    prefix = bool(meta(reader, "tokenizer.ggml.add_space_prefix", True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first" if prefix else "never",
+                                                 split=False)
+    steps = [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+    tok.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if prefix else []))
+    return tok, tokens
 
 
 def convert_gguf(path: str | os.PathLike, out_dir: str | os.PathLike, dtype: str = "float32") -> dict:

@@ -7,6 +7,7 @@ in one table (`_TABLE`) used in both directions.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -344,14 +345,35 @@ def open_safetensors(model_dir: str | os.PathLike) -> _LazyTensors:
 
 
 def load_model(model_dir: str | os.PathLike, mesh: Mesh | None = None, param_dtype: str | None = None,
-               compute_dtype: str | None = None) -> tuple[Decoder, ModelConfig]:
+               compute_dtype: str | None = None, config: ModelConfig | None = None) -> tuple[Decoder, ModelConfig]:
     """Loads a local HF Qwen2/Qwen3/Llama/Gemma 3 (text) directory into a Decoder sharded on `mesh`
-    (default: FSDP over all local devices)."""
-    config = read_config(model_dir, param_dtype, compute_dtype)
+    (default: FSDP over all local devices); `config`: its config.json as already read (and adjusted)."""
+    config = config or read_config(model_dir, param_dtype, compute_dtype)
     tensors = open_safetensors(model_dir)
     arrays = hf_to_arrays(tensors, config, source=str(model_dir))
     mesh = mesh or sharding.make_mesh(MeshConfig())
     return model_from_arrays(config, arrays, mesh), config
+
+
+RUN_FIELDS = ("param_dtype", "compute_dtype", "remat")  # of ModelConfig: chosen by the run, not by the checkpoint
+
+
+def agree(loaded: ModelConfig, given: ModelConfig, where: str | os.PathLike) -> ModelConfig:
+    """`loaded` (a config.json) with what a run's `model` section sets: fields left at their defaults
+    come from config.json; RUN_FIELDS set otherwise are the run's choice; any other field set must
+    agree with config.json (a recipe names the architecture of its model_dir), else a UserError
+    naming each difference."""
+    default = ModelConfig()
+    set_ = [f.name for f in dataclasses.fields(ModelConfig) if getattr(given, f.name) != getattr(default, f.name)]
+    differ = [f"{k}={getattr(given, k)!r} (config.json: {getattr(loaded, k)!r})" for k in set_
+              if k not in RUN_FIELDS and getattr(given, k) != getattr(loaded, k)]
+    if differ:
+        raise UserError(f"model: {', '.join(differ)} disagree with {where}/config.json; with model_dir set, "
+                        f"the model section describes that model (or is left out)")
+    run = {k: getattr(given, k) for k in RUN_FIELDS if k in set_}
+    if "param_dtype" in run and "compute_dtype" not in run:
+        run["compute_dtype"] = run["param_dtype"]
+    return dataclasses.replace(loaded, **run)
 
 
 def hf_config_dict(c: ModelConfig, eos_token_id=None, bos_token_id=None) -> dict:

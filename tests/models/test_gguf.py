@@ -192,3 +192,76 @@ def test_damaged_or_unsupported_files_are_named(qwen2_dir, tmp_path):
     w.close()
     with pytest.raises(UserError, match="GGUF architecture 'mamba' is not supported"):
         convert_gguf(tmp_path / "mamba.gguf", tmp_path / "out")
+
+
+SPM_TEXTS = ["    indented\tcode", "Q: 47*86=? <think> 47*6=282 47*80=3760 </think> A: 4042", " Wait,  let me   verify:\n\n12 + 30 = 42.",
+             "naïve café — 中文 🙂 ünknown", "<start_of_turn>user\nhi<end_of_turn>", "a", ""]
+
+
+@pytest.mark.parametrize("style", ["llama2", "gemma"])
+def test_sentencepiece_vocabularies_tokenize_like_sentencepiece(style, tmp_path):
+    """A SentencePiece BPE model trained here, written into a GGUF as llama.cpp's converter writes one
+    (pieces, scores, token types; no merges), rebuilt by r1zero: the same ids as sentencepiece itself
+    and as transformers' own reading of the file, on text with spaces, rare characters (byte
+    fallback), user-defined and control pieces. `gemma`: no space prefix, runs of spaces as
+    user-defined pieces stored as spaces (as Gemma's files have them)."""
+    import sentencepiece as spm
+    import transformers
+
+    from tests.conftest import CORPUS
+
+    gemma = style == "gemma"
+    spaces = ["\u2581" * n for n in range(2, 5)] if gemma else []
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS * 20), model_prefix=str(tmp_path / "sp"), model_type="bpe", vocab_size=420,
+        byte_fallback=True, character_coverage=1.0, normalization_rule_name="identity", add_dummy_prefix=not gemma,
+        remove_extra_whitespaces=False, user_defined_symbols=["<think>", "</think>", *spaces],
+        control_symbols=["<start_of_turn>", "<end_of_turn>"], bos_id=1, eos_id=2, unk_id=0, pad_id=-1, minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "sp.model"))
+    n = sp.get_piece_size()
+    kind = lambda i: (2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i)
+                      else 4 if sp.id_to_piece(i) in ("<think>", "</think>", *spaces) else 1)
+    w = gguf.GGUFWriter(str(tmp_path / "t.gguf"), "gemma3" if gemma else "llama")  # transformers reads by arch
+    w.add_tokenizer_model("llama")
+    w.add_token_list([sp.id_to_piece(i).replace("\u2581", " ") if sp.id_to_piece(i) in spaces else sp.id_to_piece(i)
+                      for i in range(n)])
+    w.add_token_scores([sp.get_score(i) for i in range(n)])
+    w.add_token_types([kind(i) for i in range(n)])
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(True)
+    w.add_add_space_prefix(not gemma)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    from r1zero.models.gguf import hf_tokenizer, open_gguf
+
+    tok, config, ids = hf_tokenizer(open_gguf(tmp_path / "t.gguf"))
+    assert (ids["bos"], ids["eos"], config["bos_token"]) == (1, 2, "<s>")
+    reference = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="t.gguf")
+    for text in SPM_TEXTS:
+        # sentencepiece cuts control pieces into characters (it only emits them as ids); llama.cpp
+        # and transformers match them whole: compare with sentencepiece on each side of them
+        parts = text.replace("<end_of_turn>", "<start_of_turn>").split("<start_of_turn>")
+        # A text that starts with a space gets no second one in front (as transformers' Llama
+        # tokenizers; sentencepiece adds it regardless)
+        if len(parts) == 1 and not (text.startswith(" ") and not gemma):
+            assert tok.encode(text).ids == [1] + sp.encode(text), (style, text)
+            assert tok.decode(tok.encode(text).ids, skip_special_tokens=True) == sp.decode(sp.encode(text)) == text
+        assert tok.encode(text).ids == reference(text)["input_ids"], (style, text)
+
+
+def test_an_unsupported_tokenizer_kind_is_named(tmp_path):
+    from r1zero.models.gguf import hf_tokenizer, open_gguf
+
+    w = gguf.GGUFWriter(str(tmp_path / "t.gguf"), "llama")
+    w.add_tokenizer_model("bert")
+    w.add_token_list(["[CLS]", "a"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(UserError, match="GGUF tokenizer 'bert' is not supported"):
+        hf_tokenizer(open_gguf(tmp_path / "t.gguf"))

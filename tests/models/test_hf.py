@@ -200,3 +200,19 @@ def test_bad_tensors_are_named(edit, message, qwen2_dir, tmp_path):
     save_file(tensors, str(d / "model.safetensors"))
     with pytest.raises(ValueError, match=message):
         hf.load_model(d)
+
+
+def test_a_run_model_section_must_agree_with_config_json_but_chooses_dtypes_and_remat(qwen2_dir):
+    import dataclasses
+
+    from r1zero.config import ModelConfig
+    from r1zero.errors import UserError
+
+    loaded = hf.read_config(qwen2_dir)
+    assert hf.agree(loaded, ModelConfig(), qwen2_dir) == loaded  # left out: everything from config.json
+    assert hf.agree(loaded, loaded, qwen2_dir) == loaded  # a recipe naming the exact architecture
+    chosen = hf.agree(loaded, dataclasses.replace(ModelConfig(), remat=True, param_dtype="bfloat16"), qwen2_dir)
+    assert chosen == dataclasses.replace(loaded, remat=True, param_dtype="bfloat16", compute_dtype="bfloat16")
+    wrong = dataclasses.replace(loaded, hidden_size=loaded.hidden_size * 2, num_layers=loaded.num_layers + 1)
+    with pytest.raises(UserError, match=r"hidden_size=128 \(config.json: 64\), num_layers=4 \(config.json: 3\)"):
+        hf.agree(loaded, wrong, qwen2_dir)
