@@ -13,11 +13,12 @@ def _score(args: argparse.Namespace) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from r1zero.models import hf, per_token_logprobs
+    from r1zero.models import hf, hub, per_token_logprobs
     from r1zero.tokenizer import Tokenizer
 
-    tok = Tokenizer(args.model)
-    model, _ = hf.load_model(args.model)
+    path = hub.resolve(args.model).path
+    tok = Tokenizer(path)
+    model, _ = hf.load_model(path)
     ids = tok.encode(args.text)
     if not ids:
         raise UserError("the text encodes to no tokens")
@@ -37,12 +38,13 @@ def _sample(args: argparse.Namespace) -> dict | str:
     import jax
 
     from r1zero.config import SamplingConfig
-    from r1zero.models import hf
+    from r1zero.models import hf, hub
     from r1zero.sampler import sample
     from r1zero.tokenizer import Tokenizer
 
-    tok = Tokenizer(args.model)
-    model, _ = hf.load_model(args.model)
+    path = hub.resolve(args.model).path
+    tok = Tokenizer(path)
+    model, _ = hf.load_model(path)
     config = SamplingConfig(num_samples=args.n, temperature=args.temperature, top_p=args.top_p,
                             top_k=args.top_k, max_new_tokens=args.max_new_tokens,
                             max_prompt_len=args.max_prompt_len, stop_strings=tuple(args.stop))
@@ -132,13 +134,45 @@ def _convert(args: argparse.Namespace) -> dict:
     return convert_gguf(args.gguf, args.out, args.dtype)
 
 
-def _info(args: argparse.Namespace) -> dict:
+def _info(args: argparse.Namespace) -> dict | str:
     import dataclasses
 
-    from r1zero.models import abstract_model, hf, param_count
+    from r1zero.models import abstract_model, hf, hub, param_count
 
-    config = hf.read_config(args.model)
-    return {"model": args.model, "parameters": param_count(abstract_model(config)[1]), **dataclasses.asdict(config)}
+    if args.config:
+        return _recipe_table(args.config, args.devices)
+    if not args.model:
+        raise UserError("give --model (a model directory or Hub id) or --config (run configs)")
+    source = hub.resolve(args.model)
+    config = hf.read_config(source.path)
+    return {"model": args.model, "path": str(source.path), "revision": source.revision,
+            "parameters": param_count(abstract_model(config)[1]), **dataclasses.asdict(config)}
+
+
+def _recipe_table(paths: list[str], devices: int) -> str:
+    """Per config: the model's parameter count and what a device holds (r1zero.memory) on `devices`."""
+    from r1zero import memory
+    from r1zero.config import ModelConfig, TrainConfig, load_config_file
+    from r1zero.models import abstract_model, hf, hub, param_count
+
+    head = ("| config | model | parameters | mesh (data, fsdp, tensor) | dtype | params + Adam + ref GiB "
+            "| rollout: + decode weights + KV cache GiB | update: + gradients GiB |\n|---|---|---|---|---|---|---|---|")
+    rows = [head]
+    for path in paths:
+        config = load_config_file(path)
+        if not isinstance(config, TrainConfig):
+            raise UserError(f"{path}: get_config() returns {type(config).__name__}, not a TrainConfig")
+        model = config.model  # a recipe names its model's architecture: nothing to download
+        if config.model_dir and model == ModelConfig():
+            source = hub.resolve(config.model_dir)
+            model = hf.agree(hf.read_config(source.path), model, source.path)
+        mesh = memory.mesh_shape(config, devices)
+        m = memory.per_device(config, model, mesh)
+        rows.append(f"| {path} | {config.model_dir or model.architecture} | {param_count(abstract_model(model)[1]):,} "
+                    f"| ({mesh['data']}, {mesh['fsdp']}, {mesh['tensor']}) | {model.param_dtype} "
+                    f"| {m['params'] + m['optimizer'] + m['reference']:.2f} | {m['rollout_peak']:.2f} "
+                    f"| {m['update_peak']:.2f} |")
+    return "\n".join(rows) + ("\n(per device; activations and XLA temporaries not counted: see r1zero/memory.py)")
 
 
 def _disk_full(error: BaseException) -> str | None:
@@ -161,13 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("score", help="per-token log-probabilities of a text under a model, as JSON")
-    p.add_argument("--model", required=True, help="local Hugging Face model directory")
+    p.add_argument("--model", required=True, help="local Hugging Face model directory, or Hub id org/name[@revision]")
     p.add_argument("--text", required=True)
     p.add_argument("--temperature", type=float, default=1.0)
     p.set_defaults(run=_score)
 
     p = sub.add_parser("sample", help="sample completions of a prompt")
-    p.add_argument("--model", required=True, help="local Hugging Face model directory")
+    p.add_argument("--model", required=True, help="local Hugging Face model directory, or Hub id org/name[@revision]")
     p.add_argument("--prompt", required=True)
     p.add_argument("--n", type=int, default=1, help="number of completions")
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
@@ -219,8 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="of the dequantized weights")
     p.set_defaults(run=_convert)
 
-    p = sub.add_parser("info", help="architecture and parameter count of a model, as JSON")
-    p.add_argument("--model", required=True, help="local Hugging Face model directory")
+    p = sub.add_parser("info", help="a model's architecture and parameter count (JSON), or per run config "
+                                    "its parameters and memory per device (a table)")
+    p.add_argument("--model", default=None, help="local Hugging Face model directory, or Hub id org/name[@revision]")
+    p.add_argument("--config", nargs="+", default=None, metavar="FILE", help="run configs, e.g. configs/recipes/*.py")
+    p.add_argument("--devices", type=int, default=8, help="devices the configs' meshes spread over (default 8)")
     p.set_defaults(run=_info)
     return parser
 

@@ -64,6 +64,14 @@ def test_fsdp_splits_parameters_and_optimizer_state(results):
     assert fsdp["replicated_large"] == []  # nothing big silently replicated
 
 
+@pytest.mark.slow
+def test_the_memory_estimate_is_what_devices_hold(results):
+    for mesh in MESHES:  # r1zero info's per-device numbers, from the config alone
+        got = results[str(mesh)]
+        assert got["param_bytes_estimate"] == got["param_bytes"], mesh
+        assert 0 <= got["opt_bytes"] - 2 * got["param_bytes_estimate"] <= 64, mesh  # AdamW's moments, + step counts
+
+
 def _meshes() -> dict:
     import jax
     import numpy as np
@@ -71,6 +79,7 @@ def _meshes() -> dict:
 
     from r1zero.config import MeshConfig, ModelConfig, OptimConfig, SamplingConfig
     from r1zero.models import create_model
+    from r1zero.models.factory import param_bytes_per_device
     from r1zero.sampler import sample
     from r1zero.sharding import make_mesh, rows_to_global
     from r1zero.train import init_training
@@ -101,6 +110,9 @@ def _meshes() -> dict:
             layouts[layout] = [other.completion_tokens.tolist() == s.completion_tokens.tolist(),
                                float(np.abs(other.logprobs - s.logprobs).max())]
         graphdef, params, rest, opt_state, step = init_training(model, config, mesh)
+        held = lambda tree: max(sum(s.data.nbytes for x in jax.tree.leaves(tree) for s in x.addressable_shards
+                                    if s.device == d) for d in mesh.devices.flat)  # on the fullest device
+        estimate = param_bytes_per_device(model_cfg, dict(zip(("data", "fsdp", "tensor"), shape)))
         device0 = sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves((params, opt_state)))
         total = sum(x.nbytes for x in jax.tree.leaves((params, opt_state)))
         replicated_large = [str(k) for k, v in nnx.to_flat_state(params)
@@ -113,6 +125,7 @@ def _meshes() -> dict:
             "max_param_diff": max(float(np.abs(a - b).max()) for a, b in zip(host, ref_params)),
             "greedy": s.completion_tokens.tolist(), "top2_gap": gap.tolist(),
             "device0_fraction": device0 / total, "replicated_large": replicated_large, "layouts": layouts,
+            "param_bytes": held(params), "opt_bytes": held(opt_state), "param_bytes_estimate": estimate,
         }
     return out
 

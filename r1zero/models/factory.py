@@ -8,6 +8,8 @@ shardings off its `axes` metadata, then materialise every parameter directly in 
 from __future__ import annotations
 
 import functools
+import math
+import types
 from typing import Any, Mapping
 
 import jax
@@ -23,6 +25,23 @@ from r1zero.models.decoder import Decoder
 def abstract_model(config: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
     """The model's graph definition and a State of ShapeDtypeStructs (allocates nothing)."""
     return nnx.split(nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0))))
+
+
+def param_bytes_per_device(config: ModelConfig, mesh_shape: Mapping[str, int]) -> int:
+    """Bytes of the parameters each device holds on a mesh of these axis sizes ({"data": 1, "fsdp":
+    8, "tensor": 1}), by the rules that place them (`sharding.logical_to_spec`); no devices needed.
+    A dimension is split only where the split is even, so every device holds the same."""
+    mesh = types.SimpleNamespace(shape=dict(mesh_shape))  # all logical_to_spec reads of a mesh
+    total = 0
+    for _, var in nnx.to_flat_state(abstract_model(config)[1]):
+        value, axes = var.get_value(), var.get_metadata().get("axes")
+        spec = sharding.logical_to_spec(axes, value.shape, mesh) if axes is not None else ()
+        shard = list(value.shape)
+        for i, entry in enumerate(spec):
+            for axis in ((entry,) if isinstance(entry, str) else entry or ()):
+                shard[i] //= mesh.shape[axis]
+        total += math.prod(shard) * value.dtype.itemsize
+    return total
 
 
 def create_model(config: ModelConfig, mesh: Mesh, seed: int = 0) -> Decoder:
