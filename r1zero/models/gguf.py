@@ -3,9 +3,10 @@
 `convert_gguf(path, out_dir)` writes config.json, model.safetensors (every tensor dequantized by the
 `gguf` package, renamed to the Hugging Face names), tokenizer.json rebuilt from the vocabulary and
 merges the file embeds, tokenizer_config.json (chat template, special tokens) and
-generation_config.json. Two llama.cpp conventions are undone on the way: the rows of q and k of
-Llama-architecture models are permuted for its rope kernel (put back), and Gemma's norms are stored
-as 1 + w (stored back as w).
+generation_config.json. Three llama.cpp conventions are undone on the way: the rows of q and k of
+Llama-architecture models are permuted for its rope kernel (put back), Gemma's norms are stored
+as 1 + w (stored back as w), and Llama 3.1+ rope scaling is stored as per-frequency factors
+(`rope_freqs`, turned back into config.json's rope_scaling).
 
 Supported: architectures llama, qwen2, qwen3 and gemma3; byte-level BPE vocabularies
 (`tokenizer.ggml.model = gpt2`) with the pre-tokenizers below, and SentencePiece BPE vocabularies
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from r1zero.config import ModelConfig
+from r1zero.config import ModelConfig, RopeScaling
 from r1zero.errors import MissingFileError, UserError
 
 _REQUIRED = object()
@@ -84,8 +85,6 @@ def model_config(reader) -> ModelConfig:
     if arch not in ("llama", "qwen2", "qwen3", "gemma3"):
         raise UserError(f"GGUF architecture {arch!r} is not supported (llama, qwen2, qwen3, gemma3)")
     names = {t.name for t in reader.tensors}
-    if "rope_freqs.weight" in names:
-        raise UserError("GGUF rope scaling stored as rope_freqs (Llama 3.1+) is not supported yet")
     if meta(reader, f"{arch}.rope.scaling.type", "none") not in ("none", None):
         raise UserError(f"GGUF rope scaling {meta(reader, f'{arch}.rope.scaling.type')!r} is not supported yet")
     D, H = meta(reader, f"{arch}.embedding_length"), meta(reader, f"{arch}.attention.head_count")
@@ -105,6 +104,10 @@ def model_config(reader) -> ModelConfig:
     )
     if arch == "qwen2":
         fields["o_bias"] = False
+    if "rope_freqs.weight" in names:
+        if arch != "llama":
+            raise UserError(f"GGUF rope_freqs in a {arch} model is not supported (Llama 3.1+ scaling only)")
+        fields["rope_scaling"] = _llama3_scaling(reader, head_dim, fields["rope_theta"])
     if arch == "gemma3":
         window, pattern = meta(reader, "gemma3.attention.sliding_window", 4096), 6  # llama.cpp: every 6th is global
         fields.update(
@@ -118,6 +121,44 @@ def model_config(reader) -> ModelConfig:
     return ModelConfig(**fields)
 
 
+def _llama3_factors(inv_freq: np.ndarray, s: RopeScaling) -> np.ndarray:
+    """llama.cpp's rope_freqs for Llama 3 scaling (convert_hf_to_gguf.py): per frequency, how much
+    its wavelength is stretched (1 for short ones, `factor` for long ones, smooth in between)."""
+    wavelen = 2 * np.pi / inv_freq
+    smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)
+    medium = 1 / ((1 - smooth) / s.factor + smooth)
+    return np.where(wavelen < s.original_max_position_embeddings / s.high_freq_factor, 1.0,
+                    np.where(wavelen > s.original_max_position_embeddings / s.low_freq_factor, s.factor, medium))
+
+
+def _llama3_scaling(reader, head_dim: int, theta: float) -> RopeScaling:
+    """Llama 3.1+ rope scaling from the per-frequency factors llama.cpp stores instead (rope_freqs):
+    factor = the largest; low/high_freq_factor fitted to the smooth band (or Meta's 1 and 4 where
+    the band is too narrow to fit); the original context llama.cpp assumes (8192, unless the file
+    says). The factors recomputed from these must be the file's, else the file is refused."""
+    from gguf import quants
+
+    t = next(t for t in reader.tensors if t.name == "rope_freqs.weight")
+    stored = np.asarray(quants.dequantize(t.data, t.tensor_type), np.float64).reshape(-1)
+    inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    factor = float(stored.max())
+    old = int(meta(reader, "llama.rope.scaling.original_context_length", 8192))
+    band = (stored > 1 + 1e-6) & (stored < factor - 1e-6)
+    ramp = old * inv_freq[band] / (2 * np.pi)  # old / wavelength, on which the smooth part is linear
+    smooth = (1 / stored[band] - 1 / factor) / (1 - 1 / factor)
+    low, high = 1.0, 4.0
+    if band.sum() >= 2:
+        slope, intercept = np.polyfit(ramp, smooth, 1)
+        low, high = -intercept / slope, -intercept / slope + 1 / slope
+    elif band.sum() == 1:
+        high = low + (ramp[0] - low) / smooth[0]
+    scaling = RopeScaling(factor=round(factor, 4), low_freq_factor=round(float(low), 3),
+                          high_freq_factor=round(float(high), 3), original_max_position_embeddings=old)
+    if len(stored) != len(inv_freq) or not np.allclose(_llama3_factors(inv_freq, scaling), stored, rtol=1e-4):
+        raise UserError("GGUF rope_freqs: not Llama 3 style scaling r1zero can express (rope_scaling llama3)")
+    return scaling
+
+
 def hf_tensors(reader, config: ModelConfig, dtype: str = "float32") -> dict[str, np.ndarray]:
     """Every tensor dequantized and renamed to its Hugging Face name, with llama.cpp's q/k row
     permutation (Llama) and norm offset (Gemma) undone."""
@@ -126,6 +167,8 @@ def hf_tensors(reader, config: ModelConfig, dtype: str = "float32") -> dict[str,
     layer_names = _GEMMA_LAYER if config.architecture == "gemma3" else _LAYER
     out = {}
     for t in reader.tensors:
+        if t.name == "rope_freqs.weight":  # config.json's rope_scaling (model_config)
+            continue
         name = _hf_name(t.name, layer_names)
         try:
             w = np.asarray(quants.dequantize(t.data, t.tensor_type), np.float32)

@@ -5,6 +5,7 @@ blocks of several types)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from r1zero.cli import main
+from r1zero.config import ModelConfig
 from r1zero.errors import UserError
 from r1zero.models import hf
 from r1zero.models.gguf import convert_gguf
@@ -35,6 +37,31 @@ def llama_cpp_permute(w: np.ndarray, heads: int) -> np.ndarray:
     return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def llama_cpp_rope_freqs(cfg: dict, base: float, dim: int, rope_scaling: dict) -> np.ndarray:
+    """llama.cpp's convert_hf_to_gguf LlamaModel.generate_extra_tensors, as it is written there
+    (including its original context from the top-level config, 8192 by default)."""
+    import math
+
+    freqs = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+    factor = rope_scaling.get("factor", 8.0)
+    low_freq_factor = rope_scaling.get("low_freq_factor", 1.0)
+    high_freq_factor = rope_scaling.get("high_freq_factor", 4.0)
+    old_context_len = cfg.get("original_max_position_embeddings", 8192)
+    low_freq_wavelen = old_context_len / low_freq_factor
+    high_freq_wavelen = old_context_len / high_freq_factor
+    rope_factors = []
+    for freq in freqs:
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_freq_wavelen:
+            rope_factors.append(1)
+        elif wavelen > low_freq_wavelen:
+            rope_factors.append(factor)
+        else:
+            smooth = (old_context_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+            rope_factors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.asarray(rope_factors, np.float32)
+
+
 def write_gguf(model_dir: Path, path: Path, arch: str, qtypes=(gguf.GGMLQuantizationType.Q8_0,)) -> None:
     cfg = json.loads((model_dir / "config.json").read_text())
     tok = json.loads((model_dir / "tokenizer.json").read_text())
@@ -51,7 +78,11 @@ def write_gguf(model_dir: Path, path: Path, arch: str, qtypes=(gguf.GGMLQuantiza
     w.add_value_length(head_dim)
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     rope = cfg.get("rope_parameters") or {}
-    w.add_rope_freq_base(cfg.get("rope_theta") or rope.get("rope_theta") or rope["full_attention"]["rope_theta"])
+    theta = cfg.get("rope_theta") or rope.get("rope_theta") or rope["full_attention"]["rope_theta"]
+    w.add_rope_freq_base(theta)
+    scaling = cfg.get("rope_scaling") or (rope if rope.get("rope_type") == "llama3" else None)
+    if arch == "llama" and scaling:
+        w.add_tensor("rope_freqs.weight", llama_cpp_rope_freqs(cfg, theta, head_dim, scaling))
     if arch == "gemma3":
         w.add_sliding_window(cfg["sliding_window"])
         if cfg.get("final_logit_softcapping") is not None:
@@ -105,6 +136,16 @@ def llama_plain_rope(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def llama3_scaled(tmp_path_factory) -> Path:
+    """Llama 3.1 style rope scaling (original context 8192, as llama.cpp assumes); head_dim 32 and
+    base 10,000 put two frequencies in the smooth band, so its factors can be fitted."""
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8192}
+    return make_hf_checkpoint(tmp_path_factory.mktemp("hf") / "llama31", "llama", rope_scaling=scaling,
+                              rope_theta=10000.0, head_dim=32)
+
+
+@pytest.fixture(scope="module")
 def gemma3_six_layers(tmp_path_factory) -> Path:
     """Gemma 3 as llama.cpp lays it out: every 6th layer global, the attention scale 1/sqrt(head_dim)."""
     return make_hf_checkpoint(tmp_path_factory.mktemp("hf") / "gemma3_6", "gemma3", num_hidden_layers=6,
@@ -121,17 +162,20 @@ def r1zero_logits(model_dir: Path, ids: np.ndarray) -> np.ndarray:
     return np.asarray(model(jnp.asarray(ids), positions_from_mask(mask), mask)[0])
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "gemma3"])
-def test_a_converted_gguf_is_the_original_model(arch, qwen2_dir, llama_plain_rope, qwen3_dir, gemma3_six_layers,
-                                                tmp_path):
+@pytest.mark.parametrize("arch", ["llama", "llama3.1", "qwen2", "qwen3", "gemma3"])
+def test_a_converted_gguf_is_the_original_model(arch, qwen2_dir, llama_plain_rope, llama3_scaled, qwen3_dir,
+                                                gemma3_six_layers, tmp_path):
     """Written as llama.cpp writes it (Q8_0 blocks), converted back: the original model's logits up to
     Q8_0 rounding (so the layout is right, not merely self-consistent) and its tokenizer's ids.
     Covers what only the metadata says: Qwen3's head_dim (24, not width / heads), Gemma 3's
     attention scale (llama.cpp's 1/sqrt(head_dim)) and final soft cap."""
-    original = {"llama": llama_plain_rope, "qwen2": qwen2_dir, "qwen3": qwen3_dir, "gemma3": gemma3_six_layers}[arch]
+    original = {"llama": llama_plain_rope, "llama3.1": llama3_scaled, "qwen2": qwen2_dir, "qwen3": qwen3_dir,
+                "gemma3": gemma3_six_layers}[arch]
+    arch = "llama" if arch == "llama3.1" else arch
     write_gguf(original, tmp_path / "m.gguf", arch)
     assert main(["convert", "--gguf", str(tmp_path / "m.gguf"), "--out", str(tmp_path / "hf")]) == 0
     assert hf.read_config(tmp_path / "hf").architecture == arch
+    assert hf.read_config(tmp_path / "hf").rope_scaling == hf.read_config(original).rope_scaling
     ids = np.random.default_rng(0).integers(0, 300, (1, 40))
     ours, unquantized = r1zero_logits(tmp_path / "hf", ids), hf_logits(original, ids)
     # Q8_0 rounding moves these peaked random models' logits by ~2-5%; a wrong layout (q/k rows not
@@ -265,3 +309,30 @@ def test_an_unsupported_tokenizer_kind_is_named(tmp_path):
     w.close()
     with pytest.raises(UserError, match="GGUF tokenizer 'bert' is not supported"):
         hf_tokenizer(open_gguf(tmp_path / "t.gguf"))
+
+
+@pytest.mark.parametrize("theta, dim, factor", [(500000.0, 64, 32.0), (500000.0, 128, 8.0), (500000.0, 16, 8.0),
+                                                (10000.0, 32, 8.0)])
+def test_llama3_rope_scaling_is_recovered_from_rope_freqs(theta, dim, factor, tmp_path):
+    """Llama 3.2 1B (base 500,000, head_dim 64, factor 32), Llama 3.1 8B (head_dim 128, factor 8), and
+    a head whose smooth band holds one frequency: the factors llama.cpp writes give back a
+    rope_scaling whose frequencies are the original ones. Factors of another shape are refused."""
+    from r1zero.config import RopeScaling
+    from r1zero.models.decoder import rope_inv_freq
+    from r1zero.models.gguf import _llama3_scaling, open_gguf
+
+    scaling = {"factor": factor, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
+    for name, freqs in (("ok", llama_cpp_rope_freqs({}, theta, dim, scaling)),
+                        ("odd", np.linspace(1, factor, dim // 2, dtype=np.float32) ** 1.5)):
+        w = gguf.GGUFWriter(str(tmp_path / f"{name}.gguf"), "llama")
+        w.add_tensor("rope_freqs.weight", freqs)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+    got = _llama3_scaling(open_gguf(tmp_path / "ok.gguf"), dim, theta)
+    original = ModelConfig(head_dim=dim, rope_theta=theta, rope_scaling=RopeScaling(factor, 1.0, 4.0, 8192))
+    np.testing.assert_allclose(rope_inv_freq(dataclasses.replace(original, rope_scaling=got)),
+                               rope_inv_freq(original), rtol=1e-6)
+    with pytest.raises(UserError, match="rope_freqs: not Llama 3 style scaling"):
+        _llama3_scaling(open_gguf(tmp_path / "odd.gguf"), dim, theta)
