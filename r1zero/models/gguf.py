@@ -57,7 +57,7 @@ def open_gguf(path: str | os.PathLike):
 
     path = Path(path)
     if not path.is_file():
-        raise MissingFileError(f"{path} does not exist")
+        raise MissingFileError(f"{path} {'is a directory, not a GGUF file' if path.is_dir() else 'does not exist'}")
     try:
         reader = gguf.GGUFReader(str(path))
         size = path.stat().st_size
@@ -95,8 +95,8 @@ def model_config(reader) -> ModelConfig:
         hidden_size=D,
         intermediate_size=meta(reader, f"{arch}.feed_forward_length"), num_layers=L, num_heads=H,
         num_kv_heads=meta(reader, f"{arch}.attention.head_count_kv", H), head_dim=head_dim,
-        rope_theta=float(meta(reader, f"{arch}.rope.freq_base", 10000.0)),
-        rms_norm_eps=float(meta(reader, f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)),
+        rope_theta=_f32(meta(reader, f"{arch}.rope.freq_base", 10000.0)),
+        rms_norm_eps=_f32(meta(reader, f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)),
         max_position_embeddings=int(meta(reader, f"{arch}.context_length", 32768)),
         tie_embeddings="output.weight" not in names,
         qkv_bias="blk.0.attn_q.bias" in names, o_bias="blk.0.attn_output.bias" in names,
@@ -121,6 +121,11 @@ def model_config(reader) -> ModelConfig:
     return ModelConfig(**fields)
 
 
+def _f32(x) -> float:
+    """A float32 metadata value as the decimal it was written from (9.99999997e-07 -> 1e-06)."""
+    return float(f"{float(x):.7g}")
+
+
 def _llama3_factors(inv_freq: np.ndarray, s: RopeScaling) -> np.ndarray:
     """llama.cpp's rope_freqs for Llama 3 scaling (convert_hf_to_gguf.py): per frequency, how much
     its wavelength is stretched (1 for short ones, `factor` for long ones, smooth in between)."""
@@ -141,6 +146,9 @@ def _llama3_scaling(reader, head_dim: int, theta: float) -> RopeScaling:
     t = next(t for t in reader.tensors if t.name == "rope_freqs.weight")
     stored = np.asarray(quants.dequantize(t.data, t.tensor_type), np.float64).reshape(-1)
     inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    if len(stored) != len(inv_freq) or not np.all(np.isfinite(stored)) or not np.all(stored >= 1):
+        raise UserError(f"GGUF rope_freqs: {len(stored)} factors for {len(inv_freq)} frequencies, or factors that "
+                        f"are not finite and >= 1; not Llama 3 style scaling")
     factor = float(stored.max())
     old = int(meta(reader, "llama.rope.scaling.original_context_length", 8192))
     band = (stored > 1 + 1e-6) & (stored < factor - 1e-6)
@@ -154,7 +162,7 @@ def _llama3_scaling(reader, head_dim: int, theta: float) -> RopeScaling:
         high = low + (ramp[0] - low) / smooth[0]
     scaling = RopeScaling(factor=round(factor, 4), low_freq_factor=round(float(low), 3),
                           high_freq_factor=round(float(high), 3), original_max_position_embeddings=old)
-    if len(stored) != len(inv_freq) or not np.allclose(_llama3_factors(inv_freq, scaling), stored, rtol=1e-4):
+    if not np.allclose(_llama3_factors(inv_freq, scaling), stored, rtol=1e-4):
         raise UserError("GGUF rope_freqs: not Llama 3 style scaling r1zero can express (rope_scaling llama3)")
     return scaling
 
@@ -209,8 +217,15 @@ def hf_tokenizer(reader):
 
     kind = meta(reader, "tokenizer.ggml.model")
     tokens = list(meta(reader, "tokenizer.ggml.tokens"))
+    if not tokens:
+        raise UserError("the GGUF file's tokenizer.ggml.tokens is empty")
     types = list(meta(reader, "tokenizer.ggml.token_type", [])) or [NORMAL] * len(tokens)
+    if len(types) != len(tokens):
+        raise UserError(f"the GGUF file's tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens")
     ids = {name: meta(reader, f"tokenizer.ggml.{name}_token_id", None) for name in ("bos", "eos", "padding", "unknown")}
+    for name, i in ids.items():
+        if i is not None and not 0 <= int(i) < len(tokens):
+            raise UserError(f"the GGUF file's tokenizer.ggml.{name}_token_id ({i}) is not one of its {len(tokens)} tokens")
     if kind == "gpt2":
         tok = _byte_level_bpe(reader, tokens)
     elif kind == "llama":
@@ -260,6 +275,8 @@ def _sentencepiece_bpe(reader, tokens: list[str], types: list[int], unk_id: int 
 
     tokens = ["\u2581" * len(t) if t and not t.strip(" ") else t for t in tokens]
     scores = list(meta(reader, "tokenizer.ggml.scores", [])) or [-float(i) for i in range(len(tokens))]
+    if len(scores) != len(tokens):
+        raise UserError(f"the GGUF file's tokenizer.ggml.scores has {len(scores)} entries for {len(tokens)} tokens")
     vocab = {t: i for i, t in enumerate(tokens)}
     ranked = sorted((i for i, k in enumerate(types) if k not in (CONTROL, BYTE, UNKNOWN)),
                     key=lambda i: (types[i] != USER_DEFINED, -scores[i], i))  # user-defined pieces match whole
@@ -285,16 +302,18 @@ def convert_gguf(path: str | os.PathLike, out_dir: str | os.PathLike, dtype: str
 
     from safetensors.numpy import save_file
 
-    from r1zero.models.hf import hf_config_dict
+    from r1zero.models.hf import fresh_model_dir, hf_config_dict
 
     if dtype not in ("float32", "bfloat16"):
         raise UserError(f"--dtype must be float32 or bfloat16, got {dtype!r}")
     reader = open_gguf(path)
     config = model_config(reader)
     tok, tok_config, ids = hf_tokenizer(reader)  # before the tensors: a tokenizer we cannot build fails fast
+    if tok.get_vocab_size(with_added_tokens=True) > config.vocab_size:
+        raise UserError(f"the GGUF file's tokenizer has {tok.get_vocab_size(with_added_tokens=True)} tokens but its "
+                        f"embedding only {config.vocab_size} rows")
     tensors = hf_tensors(reader, config, dtype)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = fresh_model_dir(out_dir)
     tmp = out / "model.safetensors.tmp"
     save_file(tensors, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, out / "model.safetensors")

@@ -435,6 +435,23 @@ def _check_family(c: ModelConfig) -> None:
         raise UserError(f"{c.architecture} checkpoints bias q/k/v and o together (attention_bias)")
 
 
+def fresh_model_dir(out_dir: str | os.PathLike, keep_tokenizer: bool = False) -> Path:
+    """`out_dir` made ready for a model: created, and the files of a model written there before
+    removed (shards and their index, which loading would prefer to a new model.safetensors, and
+    tokenizer files the new model may not have). A file in its place is an error naming it."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file, not a directory to write a model into")
+    out.mkdir(parents=True, exist_ok=True)
+    stale = [*out.glob("model-*-of-*.safetensors"), out / "model.safetensors.index.json"]
+    if not keep_tokenizer:
+        stale += [out / "tokenizer.model", *(out / name for name in TOKENIZER_FILES)]
+    for path in stale:
+        if path.is_file():
+            path.unlink()
+    return out
+
+
 def save_model(model: Decoder, out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None,
                dtype: str | None = None) -> Path:
     """Writes `out_dir` as a HF directory (config.json, model.safetensors, tokenizer files copied from
@@ -445,7 +462,7 @@ def save_model(model: Decoder, out_dir: str | os.PathLike, tokenizer_dir: str | 
     tensors = arrays_to_hf(to_host_arrays(model), c)  # on several hosts every process gathers ...
     if jax.process_index() != 0:  # ... and the first one writes
         return out
-    out.mkdir(parents=True, exist_ok=True)
+    out = fresh_model_dir(out, keep_tokenizer=tokenizer_dir is not None and Path(tokenizer_dir).resolve() == out.resolve())
     if dtype is not None:
         tensors = {k: v.astype(np.dtype(jax.numpy.dtype(dtype))) for k, v in tensors.items()}
     tmp = out / "model.safetensors.tmp"
@@ -454,7 +471,7 @@ def save_model(model: Decoder, out_dir: str | os.PathLike, tokenizer_dir: str | 
     eos = bos = None
     if tokenizer_dir is not None:
         for name in TOKENIZER_FILES:
-            if (Path(tokenizer_dir) / name).is_file():
+            if (Path(tokenizer_dir) / name).is_file() and Path(tokenizer_dir).resolve() != out.resolve():
                 shutil.copyfile(Path(tokenizer_dir) / name, out / name)
         src_cfg = Path(tokenizer_dir) / "config.json"
         if src_cfg.is_file():

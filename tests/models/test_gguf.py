@@ -336,3 +336,45 @@ def test_llama3_rope_scaling_is_recovered_from_rope_freqs(theta, dim, factor, tm
                                rope_inv_freq(original), rtol=1e-6)
     with pytest.raises(UserError, match="rope_freqs: not Llama 3 style scaling"):
         _llama3_scaling(open_gguf(tmp_path / "odd.gguf"), dim, theta)
+
+
+def tokenizer_gguf(path: Path, **fields) -> Path:
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tokenizer_model("llama")
+    w.add_token_list(fields.get("tokens", ["<unk>", "<s>", "\u2581a", "a", "\u2581"]))
+    if "scores" in fields:
+        w.add_token_scores(fields["scores"])
+    if "types" in fields:
+        w.add_token_types(fields["types"])
+    if "bos" in fields:
+        w.add_bos_token_id(fields["bos"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"scores": [0.0, 0.0]}, "tokenizer.ggml.scores has 2 entries for 5 tokens"),
+    ({"types": [1, 1, 1]}, "tokenizer.ggml.token_type has 3 entries for 5 tokens"),
+    ({"bos": 9}, r"tokenizer.ggml.bos_token_id \(9\) is not one of its 5 tokens"),
+])
+def test_inconsistent_tokenizer_metadata_is_named(fields, message, tmp_path):
+    from r1zero.models.gguf import hf_tokenizer, open_gguf
+
+    with pytest.raises(UserError, match=message):
+        hf_tokenizer(open_gguf(tokenizer_gguf(tmp_path / "t.gguf", **fields)))
+
+
+def test_converting_into_a_directory_that_held_a_sharded_model_leaves_none_of_it(qwen2_dir, tmp_path):
+    old = make_hf_checkpoint(tmp_path / "old", "qwen2", seed=3, max_shard_size="20KB")
+    assert (old / "model.safetensors.index.json").is_file()
+    write_gguf(qwen2_dir, tmp_path / "m.gguf", "qwen2")
+    convert_gguf(tmp_path / "m.gguf", old)
+    assert not (old / "model.safetensors.index.json").exists() and not list(old.glob("model-*-of-*.safetensors"))
+    ids = np.random.default_rng(0).integers(0, 300, (1, 12))
+    assert np.linalg.norm(r1zero_logits(old, ids) - hf_logits(qwen2_dir, ids)) < 0.1 * np.linalg.norm(hf_logits(qwen2_dir, ids))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is a file, not a directory"):
+        convert_gguf(tmp_path / "m.gguf", tmp_path / "file")

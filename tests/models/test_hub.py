@@ -15,7 +15,7 @@ import pytest
 
 import r1zero
 from r1zero.config import CheckpointConfig, SamplingConfig, TaskConfig, TrainConfig
-from r1zero.errors import MissingFileError
+from r1zero.errors import MissingFileError, UserError
 from r1zero.models import hub
 
 BASE = Path(r1zero.__file__).parent / "assets" / "base_mult2"  # the shipped 0.8M base model
@@ -123,3 +123,34 @@ def test_the_command_line_honours_hf_home_and_offline_mode(tmp_path):
     assert proc.returncode == 2 and "r1zero-test/gone" in proc.stderr and str(tmp_path / "hf" / "hub") in proc.stderr
     assert "Traceback" not in proc.stderr
 
+
+
+@pytest.mark.slow
+def test_a_run_whose_revision_record_is_damaged_is_refused_not_moved(offline_cache, tmp_path):
+    from r1zero.train import train
+
+    _, storage = offline_cache
+    workdir = tmp_path / "run"
+    train(tiny_run("r1zero-test/base", 1), workdir, progress=False)
+    (storage / "refs" / "main").write_text(SHA2)
+    for damaged in ("[]", '{"model_dir": "r1zero-test/base", "revision": null}', '{"model_dir": "other/x", '
+                    f'"revision": "{SHA1}"}}', None):
+        if damaged is None:
+            (workdir / "model_source.json").unlink()
+        else:
+            (workdir / "model_source.json").write_text(damaged)
+        with pytest.raises(UserError, match="model_source.json is missing or damaged"):
+            train(tiny_run("r1zero-test/base", 2), workdir, progress=False)
+    (workdir / "model_source.json").write_text(json.dumps({"model_dir": "r1zero-test/base", "revision": SHA1}))
+    train(tiny_run("r1zero-test/base", 2), workdir, progress=False)  # restored by hand: resumes on SHA1
+    assert json.loads((workdir / "model_config.json").read_text())["rms_norm_eps"] == 1e-6
+
+
+def test_ids_the_hub_would_reject_and_damaged_caches_are_named(offline_cache):
+    _, storage = offline_cache
+    for spec in ("org/na--me", "org/-name", "a/b.git", "r1zero-test/base@../../x", "r1zero-test/base@a b"):
+        with pytest.raises(UserError, match="model_dir"):
+            hub.resolve(spec)
+    (storage / "refs" / "main").write_bytes(b"\xff\xfe")
+    with pytest.raises(UserError, match="damaged or unreadable"):
+        hub.resolve("r1zero-test/base")
