@@ -139,6 +139,10 @@ def _info(args: argparse.Namespace) -> dict | str:
 
     from r1zero.models import abstract_model, hf, hub, param_count
 
+    if args.config and args.model:
+        raise UserError("give --model or --config, not both")
+    if args.devices < 1:
+        raise UserError(f"--devices must be at least 1, got {args.devices}")
     if args.config:
         return _recipe_table(args.config, args.devices)
     if not args.model:
@@ -173,6 +177,49 @@ def _recipe_table(paths: list[str], devices: int) -> str:
                     f"| {m['params'] + m['optimizer'] + m['reference']:.2f} | {m['rollout_peak']:.2f} "
                     f"| {m['update_peak']:.2f} |")
     return "\n".join(rows) + ("\n(per device; activations and XLA temporaries not counted: see r1zero/memory.py)")
+
+
+def _eval(args: argparse.Namespace) -> str:
+    import dataclasses
+    import shlex
+    from pathlib import Path
+
+    from r1zero import eval_run
+    from r1zero.config import EvalConfig
+
+    models = args.compare or ([args.model] if args.model else [])
+    if not models:
+        raise UserError("give --model (a model directory, Hub id or run[@step]) or --compare BASE OTHER ...")
+    config = eval_run.base_config(models, args.task, args.set)
+    ints = lambda text, what: [_int(x, what) for x in text.split(",") if x.strip()]
+    n = args.n
+    ks = ints(args.k, "--k") if args.k else sorted({1, n} | {k for k in (4, 16, 64) if k < n})
+    budgets = [(lo, args.max_think_tokens) for lo in (ints(args.min_think_tokens, "--min-think-tokens") or [0])]
+    sampling = config.sampling
+    if args.temperature is not None:
+        sampling = dataclasses.replace(sampling, temperature=args.temperature)
+    if args.max_new_tokens is not None:
+        sampling = dataclasses.replace(sampling, max_new_tokens=args.max_new_tokens)
+    if args.split:
+        config = dataclasses.replace(config, task=dataclasses.replace(config.task, eval_split=args.split))
+    config = dataclasses.replace(
+        config, sampling=sampling, seed=args.seed if args.seed is not None else config.seed,
+        evaluation=EvalConfig(samples=n, ks=tuple(ks), best_of=tuple(args.best_of), batch_problems=args.batch_problems,
+                              extend_with=args.extend_with, greedy=not args.no_greedy))
+    templates = [t for t in (args.template or config.task.template).split(",") if t]
+    first = models[0].split("@", 1)[0].rstrip("/")
+    out = Path(args.out or (Path(first) / "eval" if eval_run.is_run(models[0]) else f"eval-{Path(first).name}"))
+    command = "r1zero " + " ".join(shlex.quote(a) for a in args.argv)
+    report = eval_run.run_eval(models, config, templates, budgets, out, args.limit, command, not args.no_progress)
+    files = "eval.json, eval_samples.jsonl" + (", pass_at_k.png" if "compare" in report else "")
+    return f"{eval_run.table(report)}\nwritten to {out}: {files}"
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"{what}: {text!r} is not a whole number") from None
 
 
 def _disk_full(error: BaseException) -> str | None:
@@ -252,6 +299,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (config.json, model.safetensors, tokenizer)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="of the dequantized weights")
     p.set_defaults(run=_convert)
+
+    p = sub.add_parser("eval", help="pass@k, majority voting, best-of-N and budget forcing on held-out problems")
+    p.add_argument("--model", default=None, help="model directory, Hub id org/name[@rev], or run directory [@STEP]")
+    p.add_argument("--compare", nargs="+", default=None, metavar="MODEL",
+                   help="several models on the same problems and samples; the first is the base")
+    p.add_argument("--task", default=None, help="dataset (e.g. gsm8k, multiply); default: the run's task")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override e.g. task.difficulty=3")
+    p.add_argument("--split", default=None, help="held-out split (default: the task's eval_split)")
+    p.add_argument("--limit", type=int, default=None, help="the first N problems")
+    p.add_argument("--n", type=int, default=16, help="samples per problem")
+    p.add_argument("--k", default=None, help="comma-separated k for pass@k and maj@k (default 1,4,16,... up to n)")
+    p.add_argument("--template", default=None, help="comma-separated templates to compare (default: the task's)")
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--best-of", action="append", default=[], metavar="REWARD",
+                   help="rank each problem's samples by this reward (repeatable), e.g. format")
+    p.add_argument("--min-think-tokens", default="", help="budget forcing: comma-separated thinking budgets")
+    p.add_argument("--max-think-tokens", type=int, default=0, help="close thinking after this many tokens")
+    p.add_argument("--extend-with", default=" Wait,", help="what replaces an early </think>")
+    p.add_argument("--batch-problems", type=int, default=16, help="problems per sampler call (and per saved chunk)")
+    p.add_argument("--no-greedy", action="store_true", help="skip the greedy completion")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--out", default=None, help="output directory (default: RUN/eval or ./eval-MODEL)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_eval)
 
     p = sub.add_parser("info", help="a model's architecture and parameter count (JSON), or per run config "
                                     "its parameters and memory per device (a table)")

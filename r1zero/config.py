@@ -234,7 +234,7 @@ class TaskConfig:
     weighted rewards. Dataset knobs are shared by name; each dataset documents which it reads."""
 
     dataset: str = "digits"  # digits | countdown | arithmetic | multiply | gsm8k | math | jsonl | reasoning_gym:<name>
-    template: str = "plain"  # plain | r1zero | dialogue | qwen_math | chat
+    template: str = "plain"  # plain | r1zero | dialogue | direct | step_by_step | qwen_math | chat
     rewards: tuple[str, ...] = ("exact_match",)
     reward_weights: tuple[float, ...] = (1.0,)
     accuracy_reward: str = "exact_match"  # the checker behind "accuracy" metrics, whatever is trained on
@@ -300,6 +300,38 @@ class CheckpointConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Held-out evaluation (r1zero/evaluate.py; `train`'s periodic one and `r1zero eval`): a greedy
+    completion and `samples` sampled ones per problem at the sampling temperature, with pass@k and
+    majority voting (maj@k) for each k in `ks`, best-of-N under the `best_of` rewards, 95% bootstrap
+    intervals, and budget forcing (s1) when `min_think_tokens` or `max_think_tokens` is set."""
+
+    samples: int = 1  # n: sampled completions per problem
+    ks: tuple[int, ...] = ()  # pass@k and maj@k for these k (each at most `samples`)
+    greedy: bool = True
+    best_of: tuple[str, ...] = ()  # rewards that rank a problem's samples (best-of-N)
+    vote_subsets: int = 64  # maj@k for k < n: the mean over this many random k-subsets (all, if fewer)
+    bootstrap: int = 1000  # resamples of the problems for the 95% intervals
+    batch_problems: int = 0  # problems per sampler call (r1zero eval: also the unit of resuming); 0: all
+    min_think_tokens: int = 0  # budget forcing: an early </think> is replaced by `extend_with` until this many
+    max_think_tokens: int = 0  # ... and thinking is closed (the answer forced) after this many; 0: off
+    extend_with: str = " Wait,"
+
+    def __post_init__(self):
+        for name in ("samples", "vote_subsets", "bootstrap"):
+            _need(getattr(self, name) >= 1, f"evaluation.{name}", ">= 1", getattr(self, name))
+        for name in ("batch_problems", "min_think_tokens", "max_think_tokens"):
+            _need(getattr(self, name) >= 0, f"evaluation.{name}", ">= 0", getattr(self, name))
+        _need(all(1 <= k <= self.samples for k in self.ks), "evaluation.ks",
+              f"between 1 and evaluation.samples ({self.samples})", self.ks)
+        _need(not self.max_think_tokens or self.max_think_tokens >= self.min_think_tokens,
+              "evaluation.max_think_tokens", f"0 or at least evaluation.min_think_tokens ({self.min_think_tokens})",
+              self.max_think_tokens)
+        _need(bool(self.extend_with) or not self.min_think_tokens, "evaluation.extend_with",
+              "non-empty when min_think_tokens is set", self.extend_with)
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """A GRPO run. Vocabulary: a *rollout* samples prompts_per_rollout x G completions; it is split
     into num_minibatches minibatches, each one *step* (one optimizer update); `mu` passes over the
@@ -315,6 +347,7 @@ class TrainConfig:
     task: TaskConfig = TaskConfig()
     mesh: MeshConfig = MeshConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    evaluation: EvalConfig = EvalConfig()
     seed: int = 0
     steps: int = 100
     prompts_per_rollout: int = 16
@@ -495,6 +528,8 @@ def load_config_file(path: str) -> Any:
     file = Path(path)
     if not file.is_file():
         raise MissingFileError(f"config file {file} does not exist")
+    if file.suffix != ".py":
+        raise UserError(f"config file {file} is not a Python file (configs/NAME.py defining get_config())")
     spec = importlib.util.spec_from_file_location(f"r1zero_config_{file.stem}", file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

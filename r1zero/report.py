@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import math
 from pathlib import Path
 from typing import Any
@@ -270,6 +271,23 @@ def _save(fig, path: Path) -> Path:
 # ---------------------------------------------------------------------------------------------------
 
 
+def _eval_section(run_dir: Path, out: Path) -> list[str]:
+    """The run's `r1zero eval` (RUN/eval/eval.json, e.g. the base against the trained model with
+    pass@k curves), if it has one."""
+    path = run_dir / "eval" / "eval.json"
+    if not path.is_file():
+        return []
+    from r1zero.errors import read_json
+    from r1zero.eval_run import table
+
+    report = read_json(path)
+    lines = ["## r1zero eval", "", f"`{report.get('command', '')}`", "", table(report), ""]
+    if (run_dir / "eval" / "pass_at_k.png").is_file():
+        rel = os.path.relpath(run_dir / "eval" / "pass_at_k.png", out)
+        lines += [f"![pass@k]({rel})", ""]
+    return lines
+
+
 def write_report(workdirs: list[str | Path], out_dir: str | Path | None = None,
                  names: list[str] | None = None) -> dict[str, Any]:
     """Loads the runs, writes OUT/report.md (the summary table and first appearances),
@@ -299,5 +317,6 @@ def write_report(workdirs: list[str | Path], out_dir: str | Path | None = None,
                                                      for w, v in firsts.items()))
         lines.append("")
     lines += ["Plots: " + ", ".join(f"[{f.name}](plots/{f.name})" for f in files), ""]
+    lines += _eval_section(runs[0].dir, out) if len(runs) == 1 else []
     (out / "report.md").write_text("\n".join(lines))
     return {"table": table, "files": files + [out / "report.md", out / "emergence.json"], "out": out}

@@ -38,7 +38,7 @@ from flax import nnx
 
 from r1zero import grpo, rewards, sharding
 from r1zero.checkpoint import Checkpointer, all_finite
-from r1zero.config import TrainConfig, from_dict, to_dict
+from r1zero.config import EvalConfig, TrainConfig, from_dict, to_dict
 from r1zero.data import check_task, load_task
 from r1zero.errors import MissingFileError, UserError, read_json
 from r1zero.evaluate import evaluate, metric_names
@@ -496,6 +496,18 @@ def check_config(config: TrainConfig, model_path: Path | None = None) -> None:
                               ("grpo.kl_estimator", g.kl_estimator, grpo.KL_ESTIMATORS)):
         if value not in known:
             raise UserError(f"{key} must be one of {', '.join(known)}, got {value!r}")
+    for name in config.evaluation.best_of:
+        try:
+            rewards.get(name)
+        except UserError as e:
+            raise UserError(f"evaluation.best_of: {e}") from None
+    if config.evaluation.ks:
+        try:
+            rewards.get_answer_key(config.task.accuracy_reward)
+        except UserError as e:
+            raise UserError(f"evaluation.ks (maj@k): {e}") from None
+    if model_path is not None:  # a model section that names another architecture fails before the run directory
+        hf.agree(hf.read_config(model_path), config.model, model_path)
     check_task(config.task, model_path)
 
 
@@ -516,8 +528,9 @@ def check_against_model(config: TrainConfig, tok: Tokenizer, examples: list[dict
         if length > s.max_prompt_len:
             raise UserError(f"sampling.max_prompt_len ({s.max_prompt_len}) is shorter than prompt {ex!r} "
                             f"({length} tokens); raise it, or set sampling.truncate_prompts to cut prompts from the left")
-    if config.checkpoint.best_metric and config.checkpoint.best_metric not in metric_names():
-        raise UserError(f"checkpoint.best_metric must be one of the evaluation's metrics ({', '.join(metric_names())}), "
+    names = metric_names(config.evaluation)
+    if config.checkpoint.best_metric and config.checkpoint.best_metric not in names:
+        raise UserError(f"checkpoint.best_metric must be one of the evaluation's metrics ({', '.join(names)}), "
                         f"got {config.checkpoint.best_metric!r}")
 
 
@@ -525,7 +538,8 @@ def resumable_fields(stored: TrainConfig) -> tuple[str, ...]:
     """Config fields a resumed run may change: they change when or what is logged and saved, or
     for how long it runs, but nothing it computes (`steps` only under a constant schedule: the
     cosine and linear schedules decay to the last step)."""
-    fields = ("eval_every", "log_completions", "checkpoint.every", "checkpoint.keep", "checkpoint.best_metric")
+    fields = ("eval_every", "log_completions", "checkpoint.every", "checkpoint.keep", "checkpoint.best_metric",
+              "evaluation", *(f"evaluation.{f.name}" for f in dataclasses.fields(EvalConfig)))
     return fields + (("steps",) if stored.optim.schedule == "constant" else ())
 
 
@@ -604,11 +618,16 @@ def model_source(config: TrainConfig, workdir: Path | None = None) -> hub.ModelS
     Hub revision its model_source.json recorded, so a resume never picks up a newer upload."""
     if not config.model_dir:
         return None
-    record, pinned = (workdir / "model_source.json" if workdir else None), None
-    if record is not None and record.is_file() and _checkpoint_steps(workdir):
-        data = read_json(record)
-        if isinstance(data, dict) and data.get("model_dir") == config.model_dir:
-            pinned = data.get("revision")
+    pinned = None
+    if workdir is not None and hub.is_hub_id(config.model_dir) and _checkpoint_steps(workdir):
+        record = workdir / "model_source.json"
+        data = read_json(record) if record.is_file() else None
+        pinned = data.get("revision") if isinstance(data, dict) and data.get("model_dir") == config.model_dir else None
+        if not isinstance(pinned, str) or not pinned:
+            raise UserError(f"{record} is missing or damaged, and it is what says which revision of {config.model_dir} "
+                            f"this run's checkpoints were trained from; write it back as {{\"model_dir\": "
+                            f"\"{config.model_dir}\", \"revision\": \"<commit>\"}} (the commits cached: "
+                            f"huggingface-cli scan-cache)")
     return hub.resolve(config.model_dir, pinned)
 
 
@@ -689,9 +708,9 @@ def truncate_logs(workdir: Path, step: int) -> None:
             tmp.replace(path)
 
 
-def export_run(workdir: str | Path, out: str | Path, step: int | None = None) -> tuple[int, Path]:
-    """Writes the parameters of checkpoint `step` (default: the newest usable one) of a run as a
-    Hugging Face directory with the run's tokenizer; returns (the step exported, the directory)."""
+def load_run_model(workdir: str | Path, step: int | None = None) -> tuple[Decoder, Tokenizer, TrainConfig, int]:
+    """(model, tokenizer, config, step) of checkpoint `step` of a run (default: the newest usable
+    one), on the run's mesh."""
     workdir = Path(workdir)
     config = load_run_config(workdir)
     mesh = sharding.make_mesh(config.mesh)
@@ -712,7 +731,14 @@ def export_run(workdir: str | Path, out: str | Path, step: int | None = None) ->
         step, params = ckpt.restore_params(step, _abstract(params))
     finally:
         ckpt.close()
-    return step, hf.save_model(nnx.merge(graphdef, params, rest), out, tokenizer_dir=workdir / "tokenizer")
+    return nnx.merge(graphdef, params, rest), tok, config, step
+
+
+def export_run(workdir: str | Path, out: str | Path, step: int | None = None) -> tuple[int, Path]:
+    """Writes the parameters of checkpoint `step` (default: the newest usable one) of a run as a
+    Hugging Face directory with the run's tokenizer; returns (the step exported, the directory)."""
+    model, _, _, step = load_run_model(workdir, step)
+    return step, hf.save_model(model, out, tokenizer_dir=Path(workdir) / "tokenizer")
 
 
 class RunLock:

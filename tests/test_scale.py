@@ -130,6 +130,33 @@ def _meshes() -> dict:
     return out
 
 
+@pytest.mark.slow
+def test_evaluation_is_the_same_on_one_device_and_on_eight():
+    results = run_script("eval_devices")
+    assert results["one"] == results["eight_data"] == results["eight_fsdp"]
+
+
+def _eval_devices() -> dict:
+    """r1zero.evaluate's rows (n samples, greedy) of the shipped base on 1 device and on 8."""
+    import jax
+
+    from r1zero.config import MeshConfig
+    from r1zero.models import hf
+    from r1zero.sharding import make_mesh
+    from r1zero.tokenizer import Tokenizer
+    from tests.test_evaluate import BASE, eval_config, prompts
+
+    config = eval_config(samples=4, ks=(1, 4))
+    out = {}
+    for name, mesh in (("one", make_mesh(MeshConfig(), jax.devices()[:1])), ("eight_data", make_mesh(MeshConfig(8, 1, 1))),
+                       ("eight_fsdp", make_mesh(MeshConfig(1, 8, 1)))):
+        model, _ = hf.load_model(BASE, mesh)
+        from r1zero.evaluate import eval_rows
+
+        out[name] = eval_rows(model, Tokenizer(BASE), prompts(8), config, jax.random.key(0), mesh)
+    return out
+
+
 def _two_process_step(process_id: str, port: str) -> dict:
     from r1zero import distributed
 
@@ -231,5 +258,6 @@ def test_two_process_training_run(tmp_path):
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    run = {"meshes": _meshes, "two_process": _two_process_step, "two_process_train": _two_process_train}
+    run = {"meshes": _meshes, "two_process": _two_process_step, "two_process_train": _two_process_train,
+           "eval_devices": _eval_devices}
     print(json.dumps(run[sys.argv[1]](*sys.argv[2:])))

@@ -20,7 +20,11 @@ QWEN_MATH = (
 # The R1-Zero template's shape (reasoning in <think>, answer in <answer> follow "Assistant:") without
 # its English instructions: the form the pretraining corpus's tagged documents use (data/corpus.py).
 DIALOGUE = "User: {prompt} Assistant:"
-TEMPLATES = {"plain": "{prompt}", "r1zero": R1ZERO, "qwen_math": QWEN_MATH, "dialogue": DIALOGUE}
+# Prompting as inference-time scaling (r1zero eval --template a,b,...): answer at once, or reason first.
+DIRECT = "Question: {prompt}\nAnswer:"
+STEP_BY_STEP = "Question: {prompt}\nLet's think step by step."
+TEMPLATES = {"plain": "{prompt}", "r1zero": R1ZERO, "qwen_math": QWEN_MATH, "dialogue": DIALOGUE, "direct": DIRECT,
+             "step_by_step": STEP_BY_STEP}
 
 
 def render(template: str, question: str, tokenizer_dir: str | Path | None = None) -> str:

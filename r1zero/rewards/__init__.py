@@ -46,6 +46,26 @@ def register(name: str):
     return wrap
 
 
+# The answer a completion gives, as a vote (r1zero.evaluate's majority voting): one key per reward
+# that checks answers; equivalent answers (as that reward judges them) get the same key; None: no
+# answer to vote with.
+ANSWER_KEYS: dict[str, Callable[[str], str | None]] = {}
+
+
+def answer_key(name: str):
+    def wrap(fn: Callable[[str], str | None]) -> Callable[[str], str | None]:
+        ANSWER_KEYS[name] = fn
+        return fn
+
+    return wrap
+
+
+def get_answer_key(name: str) -> Callable[[str], str | None]:
+    if name not in ANSWER_KEYS:
+        raise UserError(f"reward {name!r} checks no answer to vote on; majority voting needs one of {sorted(ANSWER_KEYS)}")
+    return ANSWER_KEYS[name]
+
+
 def get(name: str) -> RewardFn:
     if name not in REGISTRY:
         raise UserError(f"unknown reward {name!r}; known rewards: {sorted(REGISTRY)}")

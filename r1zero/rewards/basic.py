@@ -6,7 +6,7 @@ import hashlib
 import re
 from typing import Sequence
 
-from r1zero.rewards import Context, Score, register
+from r1zero.rewards import Context, Score, answer_key, register
 
 _TAG = r"</?(?:think|answer)>"
 _FREE = rf"(?:(?!{_TAG}).)*"  # text containing none of the four tags
@@ -58,6 +58,17 @@ def exact_match(completions: Sequence[str], examples: Sequence[dict], context: C
         else:
             out.append(Score(float(c.strip() == str(ex["answer"]).strip())))
     return out
+
+
+@answer_key("exact_match")
+def exact_key(text: str) -> str | None:
+    return text.strip() or None
+
+
+@answer_key("answer")
+def tagged_key(text: str) -> str | None:
+    found = extract_answer(text)
+    return found.strip() or None if found is not None else None
 
 
 @register("answer")

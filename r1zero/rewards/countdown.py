@@ -6,7 +6,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Sequence
 
-from r1zero.rewards import Context, Score, register
+from r1zero.rewards import Context, Score, answer_key, register
 from r1zero.rewards.arith import ArithError, evaluate
 from r1zero.rewards.basic import extract_answer
 
@@ -33,6 +33,12 @@ def _integer(x) -> int:
     if value.denominator != 1:
         raise ValueError(f"{x!r} is not an integer")
     return int(value)
+
+
+@answer_key("countdown")
+def equation_key(text: str) -> str | None:
+    found = extract_answer(text)
+    return "".join(found.split()) or None if found is not None else None
 
 
 @register("countdown")

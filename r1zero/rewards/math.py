@@ -14,7 +14,7 @@ import re
 from fractions import Fraction
 from typing import Sequence
 
-from r1zero.rewards import Context, Score, register
+from r1zero.rewards import Context, Score, answer_key, register
 from r1zero.rewards.basic import extract_answer
 
 TIMEOUT_S = 5.0  # per symbolic check
@@ -84,6 +84,21 @@ def _symbolic_pool():
                              batch_timeout_s=BATCH_TIMEOUT_S)
         atexit.register(_pool.close)
     return _pool
+
+
+def canonical(answer: str | None) -> str | None:
+    """An answer as a vote: normalised, and a number written one way ("0.5", "1/2", "\\frac{1}{2}"
+    -> "1/2"); None for no answer."""
+    if answer is None:
+        return None
+    answer = normalize(answer)
+    number = to_number(answer)
+    return str(number) if number is not None else (answer or None)
+
+
+@answer_key("math")
+def math_key(text: str) -> str | None:
+    return canonical(final_answer(text))
 
 
 @register("math")
