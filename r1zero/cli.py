@@ -207,8 +207,8 @@ def _eval(args: argparse.Namespace) -> str:
         evaluation=EvalConfig(samples=n, ks=tuple(ks), best_of=tuple(args.best_of), batch_problems=args.batch_problems,
                               extend_with=args.extend_with, greedy=not args.no_greedy))
     templates = [t for t in (args.template or config.task.template).split(",") if t]
-    first = models[0].split("@", 1)[0].rstrip("/")
-    out = Path(args.out or (Path(first) / "eval" if eval_run.is_run(models[0]) else f"eval-{Path(first).name}"))
+    run = next((m.split("@", 1)[0] for m in models if eval_run.is_run(m)), None)  # the (first) run gets eval/
+    out = Path(args.out or (Path(run) / "eval" if run else f"eval-{Path(models[0].split('@', 1)[0].rstrip('/')).name}"))
     command = "r1zero " + " ".join(shlex.quote(a) for a in args.argv)
     report = eval_run.run_eval(models, config, templates, budgets, out, args.limit, command, not args.no_progress)
     files = "eval.json, eval_samples.jsonl" + (", pass_at_k.png" if "compare" in report else "")

