@@ -184,16 +184,24 @@ def _eval(args: argparse.Namespace) -> str:
     import shlex
     from pathlib import Path
 
-    from r1zero import eval_run
-    from r1zero.config import EvalConfig
+    from r1zero import eval_run, rewards
 
+    if args.model and args.compare:
+        raise UserError("give --model or --compare, not both")
+    if args.compare is not None and len(args.compare) < 2:
+        raise UserError("--compare needs two models or more (the first is the base)")
     models = args.compare or ([args.model] if args.model else [])
     if not models:
         raise UserError("give --model (a model directory, Hub id or run[@step]) or --compare BASE OTHER ...")
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {args.limit}")
+    if not 1 <= args.n <= 4096:
+        raise UserError(f"--n must be between 1 and 4096, got {args.n}")
     config = eval_run.base_config(models, args.task, args.set)
-    ints = lambda text, what: [_int(x, what) for x in text.split(",") if x.strip()]
+    ints = lambda text, what: sorted({_int(x, what) for x in text.split(",") if x.strip()})
     n = args.n
-    ks = ints(args.k, "--k") if args.k else sorted({1, n} | {k for k in (4, 16, 64) if k < n})
+    votes = config.task.accuracy_reward in rewards.ANSWER_KEYS
+    ks = ints(args.k, "--k") if args.k else sorted({1, n} | {k for k in (4, 16, 64) if k < n}) if votes else []
     budgets = [(lo, args.max_think_tokens) for lo in (ints(args.min_think_tokens, "--min-think-tokens") or [0])]
     sampling = config.sampling
     if args.temperature is not None:
@@ -202,11 +210,13 @@ def _eval(args: argparse.Namespace) -> str:
         sampling = dataclasses.replace(sampling, max_new_tokens=args.max_new_tokens)
     if args.split:
         config = dataclasses.replace(config, task=dataclasses.replace(config.task, eval_split=args.split))
-    config = dataclasses.replace(
-        config, sampling=sampling, seed=args.seed if args.seed is not None else config.seed,
-        evaluation=EvalConfig(samples=n, ks=tuple(ks), best_of=tuple(args.best_of), batch_problems=args.batch_problems,
-                              extend_with=args.extend_with, greedy=not args.no_greedy))
-    templates = [t for t in (args.template or config.task.template).split(",") if t]
+    evaluation = dataclasses.replace(  # the flags over the config's evaluation (and --set evaluation.*)
+        config.evaluation, samples=n, ks=tuple(ks), best_of=tuple(dict.fromkeys(args.best_of)),
+        batch_problems=args.batch_problems, extend_with=args.extend_with, greedy=not args.no_greedy)
+    config = dataclasses.replace(config, sampling=sampling, evaluation=evaluation,
+                                 seed=args.seed if args.seed is not None else config.seed)
+    templates = [t.strip() for t in (args.template if args.template is not None else config.task.template).split(",")
+                 if t.strip()]
     run = next((m.split("@", 1)[0] for m in models if eval_run.is_run(m)), None)  # the (first) run gets eval/
     out = Path(args.out or (Path(run) / "eval" if run else f"eval-{Path(models[0].split('@', 1)[0].rstrip('/')).name}"))
     command = "r1zero " + " ".join(shlex.quote(a) for a in args.argv)

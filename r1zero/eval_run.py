@@ -91,8 +91,7 @@ def problems(config: TrainConfig, data_dir: Path, limit: int | None) -> list[dic
 def run_eval(models: Sequence[str], config: TrainConfig, templates: Sequence[str], budgets: Sequence[tuple[int, int]],
              out: Path, limit: int | None = None, command: str = "", progress: bool = True) -> dict:
     """Evaluates every variant (model x template x budget) into `out`; returns eval.json's content."""
-    from r1zero.data.templates import render
-    from r1zero.train import stream_key
+    from r1zero.train import RunLock
 
     variants = [Variant(m, t, lo, hi) for m in models for t in templates for lo, hi in budgets]
     twice = sorted({v.label for v in variants if [w.label for w in variants].count(v.label) > 1})
@@ -100,15 +99,47 @@ def run_eval(models: Sequence[str], config: TrainConfig, templates: Sequence[str
         raise UserError(f"the same model, template and budget twice: {', '.join(twice)}")
     request = {"models": list(models), "templates": list(templates), "budgets": [list(b) for b in budgets],
                "limit": limit, "config": json.loads(json.dumps(to_dict(config)))}
-    samples_path = _start(out, request)
-    done = _done_chunks(samples_path)
-    examples = problems(config, out / "data", limit)
-    if not examples:
-        raise UserError(f"task {config.task.dataset!r} split {config.task.eval_split!r} has no problems")
-    size = config.evaluation.batch_problems or len(examples)
-    chunks = [examples[i:i + size] for i in range(0, len(examples), size)]
+    check(models, config, templates)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory")
+    with RunLock(out):  # one evaluation per directory at a time
+        samples_path = _start(out, request)
+        examples = problems(config, out / "data", limit)
+        if not examples:
+            raise UserError(f"task {config.task.dataset!r} split {config.task.eval_split!r} has no problems")
+        size = config.evaluation.batch_problems or len(examples)
+        chunks = [examples[i:i + size] for i in range(0, len(examples), size)]
+        done = _done_chunks(samples_path, [len(c) for c in chunks])
+        _evaluate(variants, chunks, done, config, samples_path, progress)
+        return _write_results(out, variants, config, command, len(chunks))
+
+
+def check(models: Sequence[str], config: TrainConfig, templates: Sequence[str]) -> None:
+    """What can be checked before anything is written: the rewards and task, the templates, and
+    that every model is a model, a run or a Hub id."""
+    from r1zero.data.templates import render
+    from r1zero.models import hub
+    from r1zero.train import check_config
+
+    if not templates:
+        raise UserError("--template names no template")
+    for t in templates:
+        if t != "chat":  # the chat template is the model's own: checked when it is loaded
+            render(t, "x")
+    check_config(dataclasses.replace(config, task=dataclasses.replace(config.task, template="plain")))
+    for m in models:
+        if not is_run(m) and not hub.is_hub_id(m) and not (Path(m) / "config.json").is_file():
+            raise MissingFileError(f"--model {m}: not a model directory (no config.json), a run directory or a Hub id")
+
+
+def _evaluate(variants: list[Variant], chunks: list[list[dict]], done: set, config: TrainConfig, samples_path: Path,
+              progress: bool) -> None:
+    from r1zero.data.templates import render
+    from r1zero.train import stream_key
+
     key = stream_key(config.seed, "eval")
     loaded: dict[str, dict] = {}
+    out = samples_path.parent
     bar = _bar(progress, len(variants) * len(chunks) - sum(1 for v in variants for c in range(len(chunks))
                                                             if (v.label, c) in done))
     for v in variants:
@@ -132,12 +163,13 @@ def run_eval(models: Sequence[str], config: TrainConfig, templates: Sequence[str
             bar.update(1)
         (out / f"model-{_slug(v.model)}.json").write_text(json.dumps(m["what"], indent=1) + "\n")
     bar.close()
-    return _write_results(out, variants, config, command, len(chunks))
 
 
 def _start(out: Path, request: dict) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
     path = out / "request.json"
+    if not path.is_file() and (out / "eval_samples.jsonl").is_file():
+        raise UserError(f"{out} holds samples but no request.json saying what they are; use another --out, "
+                        f"or delete it to start over")
     if path.is_file():
         before = read_json(path)
         if before != request:
@@ -149,19 +181,22 @@ def _start(out: Path, request: dict) -> Path:
     return out / "eval_samples.jsonl"
 
 
-def _done_chunks(path: Path) -> set[tuple[str, int]]:
-    """(variant, chunk) already in the samples file; a torn last line (a kill) is dropped from it."""
+def _done_chunks(path: Path, sizes: list[int]) -> set[tuple[str, int]]:
+    """(variant, chunk) whose rows are all in the samples file. The file is rewritten with those
+    rows only (once each): a chunk cut short by a kill or a full disk, or a torn last line, is redone."""
     if not path.is_file():
         return set()
-    good, done = [], set()
-    for line in path.read_text().splitlines():
+    rows: dict[tuple[str, int], dict[str, str]] = {}
+    for line in path.read_text(errors="replace").splitlines():
         try:
             row = json.loads(line)
-            done.add((row["variant"], row["chunk"]))
-            good.append(line)
+            rows.setdefault((row["variant"], int(row["chunk"])), {}).setdefault(str(row["id"]), line)
         except (ValueError, KeyError, TypeError):
-            break  # a write cut short: it and anything after it are redone
-    path.write_text("".join(line + "\n" for line in good))
+            continue
+    done = {key for key, got in rows.items() if 0 <= key[1] < len(sizes) and len(got) == sizes[key[1]]}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for key in sorted(done) for line in rows[key].values()))
+    tmp.replace(path)
     return done
 
 
@@ -187,7 +222,7 @@ def _write_results(out: Path, variants: list[Variant], config: TrainConfig, comm
     if len(variants) > 1:
         report["compare"] = compare(variants, curves, solved)
         plot_curves(curves, out / "pass_at_k.png")
-    (out / "eval.json").write_text(json.dumps(report, indent=1, allow_nan=True) + "\n")
+    (out / "eval.json").write_text(json.dumps(_no_nan(report), indent=1) + "\n")
     return report
 
 
@@ -258,6 +293,17 @@ def table(report: dict) -> str:
         lines.append(f"{label} vs {c['vs']}: {where}; solved only by the base: {len(c['only_base_solves'])}, "
                      f"only by this: {len(c['only_this_solves'])}")
     return "\n".join(lines)
+
+
+def _no_nan(x):
+    """JSON without NaN (strict parsers reject it): None where a metric has no value."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _no_nan(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_no_nan(v) for v in x]
+    return x
 
 
 def _slug(spec: str) -> str:

@@ -128,10 +128,10 @@ def summarize(rows: list[dict], config: TrainConfig) -> dict[str, float]:
     out.update(text_stats(flat("samples"), np.asarray(flat("lengths")), flat("correct"), flat("format"),
                           prefix="eval/sampled_"))
     n = spec.samples
-    rng = np.random.default_rng(config.seed)
     for k in spec.ks:
         out[f"eval/pass@{k}"] = float(np.mean([pass_at_k(n, sum(r["correct"]), k) for r in rows]))
-        maj = np.asarray([maj_at_k(r["answers"], r["correct"], k, rng, spec.vote_subsets) for r in rows])
+        maj = np.asarray([maj_at_k(r["answers"], r["correct"], k, np.random.default_rng([config.seed, k, i]),
+                                   spec.vote_subsets) for i, r in enumerate(rows)])  # subsets: per (seed, k, problem)
         out[f"eval/maj@{k}"] = float(maj.mean())
         if n > 1:
             out[f"eval/maj@{k}_ci_low"], out[f"eval/maj@{k}_ci_high"] = bootstrap_ci(maj, config.seed, spec.bootstrap)
@@ -146,58 +146,59 @@ def summarize(rows: list[dict], config: TrainConfig) -> dict[str, float]:
     return out
 
 
+THINK_START = "<think>"
+
+
+def _thought_start(prompt: str, text: str) -> int | None:
+    """Where in `text` an open thought starts: after the completion's last <think>, or at 0 when the
+    prompt itself opens one (TinyZero-style); None when nothing is open or it has been closed."""
+    start = text.rfind(THINK_START)
+    if start >= 0:
+        start += len(THINK_START)
+    elif prompt.rfind(THINK_START) > prompt.rfind(THINK_END):
+        start = 0
+    else:
+        return None
+    return None if THINK_END in text[start:] else start
+
+
 def budget_forced(model: Decoder, tok: Tokenizer, prompts: list[str], key, scfg, spec: EvalConfig,
                   mesh=None) -> tuple[list[str], np.ndarray]:
     """s1's budget forcing across sampler calls: each round continues every unfinished completion
-    (prompt + its text so far). A completion that closes its thinking (</think>) before
-    `min_think_tokens` has the tag removed and `extend_with` appended, and thinks on; one that has
-    thought `max_think_tokens` without closing gets "</think>" appended and must answer. Lengths
-    count every token of the completion, the appended text included."""
+    (prompt + its text so far), with </think> as a stop. A completion that closes its thinking
+    before `min_think_tokens` has the tag replaced by `extend_with` and thinks on; one whose open
+    thought passes `max_think_tokens` is cut there and closed ("</think>") and must answer. A
+    completion that never opens <think> is left alone. Lengths count every token of the completion,
+    appended text included (as the completion's own tokenization)."""
+    count = lambda text: len(tok.encode(text, add_special_tokens=False))
     G, budget = scfg.num_samples, scfg.max_new_tokens
     rows = [p for p in prompts for _ in range(G)]
-    texts, used, thought, thinking = [""] * len(rows), np.zeros(len(rows), int), np.zeros(len(rows), int), \
-        np.ones(len(rows), bool)
-    done = np.zeros(len(rows), bool)
+    texts, done = [""] * len(rows), np.zeros(len(rows), bool)
     stops = tuple(dict.fromkeys((*scfg.stop_strings, THINK_END)))
-    tag = len(tok.encode(THINK_END, add_special_tokens=False))
-    extension = len(tok.encode(spec.extend_with, add_special_tokens=False))
-    for round_ in itertools.count():
+    for round_ in range(budget + 2):  # every round adds a token to each row it continues
         todo = np.flatnonzero(~done)
         if not len(todo):
             break
-        left = budget - used[todo]
-        limit = int(left.max())
-        if spec.max_think_tokens:  # a thinking row may not go past its thinking budget this round
-            limit = int(max(min(left[i], spec.max_think_tokens - thought[r]) if thinking[r] else left[i]
-                            for i, r in enumerate(todo)))
-        rcfg = dataclasses.replace(scfg, num_samples=1, max_new_tokens=max(limit, 1),
-                                   max_prompt_len=scfg.max_prompt_len + budget + 64, truncate_prompts=False,
-                                   stop_strings=stops if thinking[todo].any() else scfg.stop_strings)
+        left = max(budget - count(texts[r]) for r in todo)
+        rcfg = dataclasses.replace(scfg, num_samples=1, max_new_tokens=max(1, left), stop_strings=stops,
+                                   max_prompt_len=scfg.max_prompt_len + budget + 64, truncate_prompts=False)
         s = sample(model, [rows[r] + texts[r] for r in todo], jax.random.fold_in(key, round_), rcfg, tok, mesh)
         for i, r in enumerate(todo):
-            new, n_new = s.texts[i], int(s.completion_mask[i].sum())
-            if thinking[r] and spec.max_think_tokens and thought[r] + n_new > spec.max_think_tokens:
-                new = tok.decode(tok.encode(new, add_special_tokens=False)[:spec.max_think_tokens - thought[r]])
-                n_new = spec.max_think_tokens - thought[r]
-            texts[r] += new
-            used[r] += n_new
-            closed = thinking[r] and new.endswith(THINK_END) and s.finish_reason[i] == "stop"
-            if thinking[r]:
-                thought[r] += n_new
-            if closed and thought[r] - tag < spec.min_think_tokens and used[r] < budget:
-                texts[r] = texts[r][: -len(THINK_END)] + spec.extend_with  # think on
-                used[r] += extension - tag
-                thought[r] += extension - tag
-            elif closed:
-                thinking[r] = False
-            elif thinking[r] and spec.max_think_tokens and thought[r] >= spec.max_think_tokens and used[r] < budget:
-                texts[r] += THINK_END  # out of thinking budget: answer now
-                used[r] += tag
-                thinking[r] = False
+            text = texts[r] + s.texts[i]
+            closed = text.endswith(THINK_END) and s.finish_reason[i] == "stop"
+            body = text[: -len(THINK_END)] if closed else text
+            start = _thought_start(rows[r], body)
+            thought = count(body[start:]) if start is not None else 0
+            if start is not None and spec.max_think_tokens and thought > spec.max_think_tokens:
+                keep = tok.decode(tok.encode(body[start:], add_special_tokens=False)[:spec.max_think_tokens])
+                texts[r] = body[:start] + keep + THINK_END  # out of thinking budget: answer now
+            elif start is not None and closed and thought < spec.min_think_tokens:
+                texts[r] = body + spec.extend_with  # think on
             else:
-                done[r] = s.finish_reason[i] != "stop" or not new.endswith(THINK_END) or used[r] >= budget
-            done[r] |= used[r] >= budget
-    return texts, used
+                texts[r] = text
+                done[r] = not closed  # EOS, a stop string of its own, or out of tokens
+            done[r] |= count(texts[r]) >= budget
+    return texts, np.asarray([count(t) for t in texts])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -236,6 +237,8 @@ def maj_at_k(keys: Sequence[str | None], correct: Sequence[bool], k: int, rng: n
     n = len(keys)
     if not 1 <= k <= n:
         raise ValueError(f"maj@k needs 1 <= k <= n ({n}), got {k}")
+    if k == 1:  # a vote of one: that sample's answer, if it gave one
+        return float(np.mean([key is not None and bool(c) for key, c in zip(keys, correct)]))
     if math.comb(n, k) <= subsets:
         picks = [list(p) for p in itertools.combinations(range(n), k)]
     else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import math
 from pathlib import Path
@@ -280,8 +281,13 @@ def _eval_section(run_dir: Path, out: Path) -> list[str]:
     from r1zero.errors import read_json
     from r1zero.eval_run import table
 
-    report = read_json(path)
-    lines = ["## r1zero eval", "", f"`{report.get('command', '')}`", "", table(report), ""]
+    try:
+        report = read_json(path)
+        body = table(report)
+    except Exception as e:  # noqa: BLE001 - a damaged eval.json must not cost the run's report
+        logging.getLogger("r1zero.report").warning("%s: not shown in the report (%s)", path, e)
+        return []
+    lines = ["## r1zero eval", "", f"`{report.get('command', '')}`", "", body, ""]
     if (run_dir / "eval" / "pass_at_k.png").is_file():
         rel = os.path.relpath(run_dir / "eval" / "pass_at_k.png", out)
         lines += [f"![pass@k]({rel})", ""]

@@ -65,6 +65,8 @@ def test_equivalent_answers_vote_together_and_unparseable_ones_never_win():
              "no answer either", "I give up", "nothing"]
     keys = [key(t) for t in texts]
     assert keys[:3] == ["1/2"] * 3 and keys[5:] == [None] * 4  # three forms of one half, one vote
+    for form in ("\\frac12", ".5", "+0.5", "x = 1/2", "$\\frac{1}{2}$.", "\\dfrac{1}{2}"):
+        assert key(f"\\boxed{{{form}}}") == "1/2", form
     assert vote(keys) == 0  # 3 votes for 1/2 beat 2 for 3 and the 4 non-answers
     assert vote([None, None]) is None
     assert vote(["7", "3", "3", "7"]) == 0  # a tie goes to the answer seen first
@@ -174,10 +176,16 @@ def test_budget_forcing_replaces_an_early_think_end_and_closes_a_long_one(base):
     shorter = EvalConfig(max_think_tokens=max(1, min(think) - 2))
     texts, _ = budget_forced(model, tok, [e["prompt"] for e in examples], jax.random.key(0), scfg, shorter)
     for before, after in zip(plain, texts):
-        assert "</think>" in after
-        thought = tok.encode(after[: after.index("</think>")], add_special_tokens=False)
-        assert len(thought) <= shorter.max_think_tokens  # cut at the budget and closed
+        assert "<think>" in after and "</think>" in after
+        thought = after[after.index("<think>") + len("<think>"): after.index("</think>")]
+        assert len(tok.encode(thought, add_special_tokens=False)) <= shorter.max_think_tokens  # cut and closed
         assert before.startswith(after[: after.index("</think>")])  # the same thinking up to the cut
+    # a completion that never opens <think> is left alone
+    direct = [{"prompt": f"{e['question']} "} for e in examples]
+    texts, _ = budget_forced(model, tok, [d["prompt"] for d in direct], jax.random.key(0), scfg, shorter)
+    plain = sample(model, [d["prompt"] for d in direct], jax.random.key(0), scfg, tok).texts
+    assert any("<think>" not in p for p in plain)
+    assert [t for t, p in zip(texts, plain) if "<think>" not in p] == [p for p in plain if "<think>" not in p]
 
 
 @pytest.mark.slow
@@ -238,3 +246,33 @@ def test_report_shows_the_runs_evaluation(tmp_path):
     write_report([run])
     text = (run / "report.md").read_text()
     assert "## r1zero eval" in text and "| pass@4 | 0.900 |" in text and "| maj@4 | 0.700 [0.600, 0.800] |" in text
+
+
+def test_a_chunk_counts_only_when_all_its_rows_are_saved_once(tmp_path):
+    from r1zero.eval_run import _done_chunks
+
+    path = tmp_path / "eval_samples.jsonl"
+    row = lambda v, c, i: json.dumps({"variant": v, "chunk": c, "id": f"p{i}", "correct": [True]})
+    lines = [row("a", 0, 0), row("a", 0, 1), row("a", 1, 2), row("a", 0, 1), row("b", 0, 0), row("b", 0, 1)]
+    path.write_text("\n".join(lines) + '\n{"variant": "b", "chu')  # chunk a/1 lacks a row; a torn last line
+    assert _done_chunks(path, [2, 2]) == {("a", 0), ("b", 0)}
+    kept = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted((r["variant"], r["chunk"], r["id"]) for r in kept) == [("a", 0, "p0"), ("a", 0, "p1"), ("b", 0, "p0"),
+                                                                         ("b", 0, "p1")]  # once each
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--limit", "0"], "--limit must be at least 1"),
+    (["--compare", str(BASE)], "--compare needs two models or more"),
+    (["--template", ","], "--template names no template"),
+    (["--template", "nope"], "is neither a known template"),
+    (["--best-of", "nope"], "evaluation.best_of: unknown reward"),
+    (["--k", "2", "--set", "task.accuracy_reward=format"], "evaluation.ks"),
+])
+def test_bad_requests_are_named_before_anything_is_written(extra, message, tmp_path, capsys):
+    i = EVAL_ARGS.index("--limit")
+    args = EVAL_ARGS[:i] + EVAL_ARGS[i + 2:]  # without --limit 12
+    model = [] if "--compare" in extra else ["--model", str(BASE)]
+    assert main(["eval", *model, "--n", "2", "--out", str(tmp_path / "ev"), *args, *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "ev").exists()

@@ -91,7 +91,10 @@ def canonical(answer: str | None) -> str | None:
     -> "1/2"); None for no answer."""
     if answer is None:
         return None
-    answer = normalize(answer)
+    answer = normalize(answer).strip("$").rstrip(".").strip("$")  # "$\\frac{1}{2}$."
+    answer = re.sub(r"^[a-zA-Z]=", "", answer).lstrip("+")  # "x=1/2", "+0.5"
+    answer = re.sub(r"\\[dt]?frac(\d)(\d)", r"\\frac{\1}{\2}", answer)  # \frac12
+    answer = re.sub(r"^(-?)\.(\d)", r"\g<1>0.\2", answer)  # .5
     number = to_number(answer)
     return str(number) if number is not None else (answer or None)
 
