@@ -169,7 +169,7 @@ def _recipe_table(paths: list[str], devices: int) -> str:
         model = config.model  # a recipe names its model's architecture: nothing to download
         if config.model_dir and model == ModelConfig():
             source = hub.resolve(config.model_dir)
-            model = hf.agree(hf.read_config(source.path), model, source.path)
+            model = hf.run_model_config(source.path, model)
         mesh = memory.mesh_shape(config, devices)
         m = memory.per_device(config, model, mesh)
         rows.append(f"| {path} | {config.model_dir or model.architecture} | {param_count(abstract_model(model)[1]):,} "

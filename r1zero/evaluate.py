@@ -175,16 +175,21 @@ def budget_forced(model: Decoder, tok: Tokenizer, prompts: list[str], key, scfg,
     rows = [p for p in prompts for _ in range(G)]
     texts, done = [""] * len(rows), np.zeros(len(rows), bool)
     stops = tuple(dict.fromkeys((*scfg.stop_strings, THINK_END)))
+    # One sampler program for every round (a fixed max_new_tokens and prompt length; only the prompt
+    # bucket varies): a row's text past the budget is cut afterwards.
+    rcfg = dataclasses.replace(scfg, num_samples=1, stop_strings=stops, truncate_prompts=False,
+                               max_prompt_len=scfg.max_prompt_len + budget + 64)
+    cut = lambda text: tok.decode(tok.encode(text, add_special_tokens=False)[:budget])
     for round_ in range(budget + 2):  # every round adds a token to each row it continues
         todo = np.flatnonzero(~done)
         if not len(todo):
             break
-        left = max(budget - count(texts[r]) for r in todo)
-        rcfg = dataclasses.replace(scfg, num_samples=1, max_new_tokens=max(1, left), stop_strings=stops,
-                                   max_prompt_len=scfg.max_prompt_len + budget + 64, truncate_prompts=False)
         s = sample(model, [rows[r] + texts[r] for r in todo], jax.random.fold_in(key, round_), rcfg, tok, mesh)
         for i, r in enumerate(todo):
             text = texts[r] + s.texts[i]
+            if count(text) > budget:  # out of tokens: the completion ends at the budget
+                texts[r], done[r] = cut(text), True
+                continue
             closed = text.endswith(THINK_END) and s.finish_reason[i] == "stop"
             body = text[: -len(THINK_END)] if closed else text
             start = _thought_start(rows[r], body)

@@ -507,7 +507,7 @@ def check_config(config: TrainConfig, model_path: Path | None = None) -> None:
         except UserError as e:
             raise UserError(f"evaluation.ks (maj@k): {e}") from None
     if model_path is not None:  # a model section that names another architecture fails before the run directory
-        hf.agree(hf.read_config(model_path), config.model, model_path)
+        hf.run_model_config(model_path, config.model)
     check_task(config.task, model_path)
 
 
@@ -635,8 +635,7 @@ def setup_model(config: TrainConfig, model_path: Path | None, workdir: Path, mes
     """(model, tokenizer, config): from `model_path`, or a random `config.model` with a character
     tokenizer of the characters the task's examples use, written into the run directory."""
     if model_path is not None:
-        model_config = hf.agree(hf.read_config(model_path), config.model, model_path)
-        model, model_config = hf.load_model(model_path, mesh, config=model_config)
+        model, model_config = hf.load_model(model_path, mesh, given=config.model)
         tok = Tokenizer(model_path)
         return model, tok, dataclasses.replace(config, model=model_config)
     chars = "".join(sorted({ch for ex in examples for ch in ex["prompt"] + str(ex["answer"])}))
@@ -717,7 +716,7 @@ def load_run_model(workdir: str | Path, step: int | None = None) -> tuple[Decode
     tok = Tokenizer(workdir / "tokenizer")
     if config.model_dir:
         path = model_source(config, workdir).path
-        model, _ = hf.load_model(path, mesh, config=hf.agree(hf.read_config(path), config.model, path))
+        model, _ = hf.load_model(path, mesh, given=config.model)
     else:
         model = create_model(dataclasses.replace(config.model, vocab_size=tok.vocab_size), mesh, seed=config.seed)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)

@@ -345,10 +345,11 @@ def open_safetensors(model_dir: str | os.PathLike) -> _LazyTensors:
 
 
 def load_model(model_dir: str | os.PathLike, mesh: Mesh | None = None, param_dtype: str | None = None,
-               compute_dtype: str | None = None, config: ModelConfig | None = None) -> tuple[Decoder, ModelConfig]:
+               compute_dtype: str | None = None, given: ModelConfig | None = None) -> tuple[Decoder, ModelConfig]:
     """Loads a local HF Qwen2/Qwen3/Llama/Gemma 3 (text) directory into a Decoder sharded on `mesh`
-    (default: FSDP over all local devices); `config`: its config.json as already read (and adjusted)."""
-    config = config or read_config(model_dir, param_dtype, compute_dtype)
+    (default: FSDP over all local devices); `given`: a run's model section (see `agree`)."""
+    config = run_model_config(model_dir, given) if given is not None else read_config(model_dir, param_dtype,
+                                                                                      compute_dtype)
     tensors = open_safetensors(model_dir)
     arrays = hf_to_arrays(tensors, config, source=str(model_dir))
     mesh = mesh or sharding.make_mesh(MeshConfig())
@@ -374,6 +375,11 @@ def agree(loaded: ModelConfig, given: ModelConfig, where: str | os.PathLike) -> 
     if "param_dtype" in run and "compute_dtype" not in run:
         run["compute_dtype"] = run["param_dtype"]
     return dataclasses.replace(loaded, **run)
+
+
+def run_model_config(model_dir: str | os.PathLike, given: ModelConfig) -> ModelConfig:
+    """The ModelConfig a run uses: `model_dir`'s config.json agreed with the run's model section."""
+    return agree(read_config(model_dir), given, model_dir)
 
 
 def hf_config_dict(c: ModelConfig, eos_token_id=None, bos_token_id=None) -> dict:
