@@ -69,6 +69,7 @@ class ModelConfig:
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
     remat: bool = False  # recompute each layer's activations in the backward pass
+    scan_layers: bool = False  # training runs the layers under jax.lax.scan (compile time flat in depth) instead of unrolled (faster steps)
     qk_norm: bool = False  # Qwen3, Gemma 3: RMSNorm over each head's queries and keys, before rope
     norm_plus_one: bool = False  # Gemma: every RMSNorm scales by (1 + w), in float32
     sandwich_norms: bool = False  # Gemma 3: a norm on the attention and MLP outputs too, before the residual add

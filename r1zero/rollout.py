@@ -98,20 +98,19 @@ def _fewest_on_any_host(n: int) -> int:
 
 
 def train_arrays(ro: Rollout, config: TrainConfig) -> dict[str, np.ndarray]:
-    """[B, T] arrays for the loss: prompt + completion, trimmed to the longest completion rounded up
-    to a power of two (few compiles), and which tokens are trained on."""
+    """Arrays for the loss: tokens and mask [B, Lp + N] (prompt + completion, trimmed to the longest
+    completion rounded up to a power of two: few compiles); loss_mask and old_logp [B, N] for the
+    completion columns alone (the trainer computes no logits for the prompt); adv [B]."""
     s = ro.samples
     N = bucket(int(s.completion_mask.sum(1).max()), 8, s.completion_tokens.shape[1])  # the longest completion
-    Lp = s.prompt_tokens.shape[1]
     loss_mask_BxN = s.completion_mask[:, :N] & ro.scored.valid[:, None]
     if config.grpo.mask_truncated:
         loss_mask_BxN &= (np.asarray(s.finish_reason) != "length")[:, None]
-    zeros_BxLp = np.zeros((len(s.texts), Lp), np.float32)
     return {
         "tokens": np.concatenate([s.prompt_tokens, s.completion_tokens[:, :N]], 1).astype(np.int32),
         "mask": np.concatenate([s.prompt_mask, s.completion_mask[:, :N]], 1),
-        "loss_mask": np.concatenate([np.zeros_like(s.prompt_mask), loss_mask_BxN], 1),
-        "old_logp": np.concatenate([zeros_BxLp, s.logprobs[:, :N]], 1),
+        "loss_mask": loss_mask_BxN,  # these two cover the completion only: the last N of the Lp + N columns
+        "old_logp": s.logprobs[:, :N].astype(np.float32),
         "adv": ro.adv.astype(np.float32),
     }
 

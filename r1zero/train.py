@@ -88,7 +88,7 @@ class TrainState:
 class Batch:
     """A rollout ready to train on."""
 
-    arrays: dict[str, np.ndarray]  # tokens, mask, loss_mask, old_logp (, ref_logp) [B, T]; adv [B]
+    arrays: dict[str, np.ndarray]  # tokens, mask [B, T]; loss_mask, old_logp (, ref_logp) [B, W] (the last W columns); adv [B]
     minibatches: list[dict[str, np.ndarray]]  # its steps in order (mu passes x M minibatches), [K, R, ...]
     data_before: dict | None = None  # the prompt iterator's state before it (None: restored mid-way)
     metrics: dict = dataclasses.field(default_factory=dict)  # logged with its first step
@@ -118,17 +118,18 @@ def make_train_step(graphdef, rest, config: TrainConfig, tx):
 
     def loss_fn(params, mb):
         model = nnx.merge(graphdef, params, rest)
-        logp_RxT, entropy_RxT = per_token_logprobs(model, mb["tokens"], mb["mask"], temperature,
-                                                   config.logprob_chunk_tokens)
+        start = mb["tokens"].shape[-1] - mb["loss_mask"].shape[-1]  # the loss covers the last W columns
+        logp_RxW, entropy_RxW = per_token_logprobs(model, mb["tokens"], mb["mask"], temperature,
+                                                   config.logprob_chunk_tokens, start=start)
         num, den, stats = grpo.policy_loss(
-            logp_RxT, mb["old_logp"], mb["adv"], mb["loss_mask"], epsilon_low=g.epsilon_low,
+            logp_RxW, mb["old_logp"], mb["adv"], mb["loss_mask"], epsilon_low=g.epsilon_low,
             epsilon_high=g.epsilon_high, aggregation=g.aggregation, sequence_ratio=g.sequence_ratio,
             max_len=config.sampling.max_new_tokens, beta=g.beta, ref_logp_BxT=mb.get("ref_logp"),
             kl_estimator=g.kl_estimator)
-        m_RxT = mb["loss_mask"]
-        stats["entropy_sum"] = (entropy_RxT * m_RxT).sum()
-        diff_RxT = jnp.where(m_RxT, jnp.abs(logp_RxT - mb["old_logp"]), 0.0)
-        stats["logp_diff_sum"], stats["logp_diff_max"] = diff_RxT.sum(), diff_RxT.max()
+        m_RxW = mb["loss_mask"]
+        stats["entropy_sum"] = (entropy_RxW * m_RxW).sum()
+        diff_RxW = jnp.where(m_RxW, jnp.abs(logp_RxW - mb["old_logp"]), 0.0)
+        stats["logp_diff_sum"], stats["logp_diff_max"] = diff_RxW.sum(), diff_RxW.max()
         return num, (den, stats)
 
     def step(params, opt_state, batch):
@@ -249,9 +250,11 @@ class Trainer:
                      completion_rows(ro, self.config))
 
     def logprobs(self, params, arrays: dict[str, np.ndarray]) -> np.ndarray:
-        """[B, T] log-probs of the rollout's tokens under `params` (this process's rows)."""
+        """[B, W] log-probs under `params` of the rollout's tokens in the loss's W columns (this
+        process's rows)."""
+        start = arrays["tokens"].shape[1] - arrays["loss_mask"].shape[1]
         tokens_BxT, mask_BxT = rows_to_global((arrays["tokens"], arrays["mask"]), self.mesh)
-        return rows_to_local(self._logprobs(params, tokens_BxT, mask_BxT), self.mesh)
+        return rows_to_local(self._logprobs(params, tokens_BxT, mask_BxT, start=start), self.mesh)
 
     def update(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Any]]:
         """One optimizer step on the rollout's next minibatch. The counters advance (the rollout

@@ -72,6 +72,24 @@ def test_gradient_accumulation_equals_the_full_batch(aggregation):
         np.testing.assert_allclose(a, b, atol=1e-7)
 
 
+def test_loss_arrays_over_the_completion_alone_give_the_full_width_step():
+    """The trainer passes loss_mask/old_logp for the last W columns only (no logits for the prompt):
+    the same step as the full-width arrays whose first T - W columns are masked out."""
+    results = []
+    for width in (10, 4):
+        config = tiny_config(optim=OptimConfig(learning_rate=1e-2, eps=1.0, max_grad_norm=1e9), grpo=GRPOConfig(beta=0.0))
+        params, opt_state, step = fresh_state(config)
+        batch = make_batch(0)
+        batch = {k: v[..., 10 - width:] if k in ("loss_mask", "old_logp") else v for k, v in batch.items()}
+        params, opt_state, stats = step(params, opt_state, batch)
+        results.append((host(params), jax.device_get(stats)))
+    (p_full, s_full), (p_tail, s_tail) = results
+    for key in ("loss", "grad_norm", "entropy", "logp_diff_mean", "clip_low_frac"):
+        assert s_full[key] == pytest.approx(float(s_tail[key]), rel=1e-5), key
+    for a, b in zip(p_full, p_tail):
+        np.testing.assert_allclose(a, b, atol=1e-7)
+
+
 def test_normal_step_changes_parameters_and_skips_leave_everything_untouched():
     config = tiny_config(optim=OptimConfig(learning_rate=1e-2, weight_decay=0.1))
     params, opt_state, step = fresh_state(config)

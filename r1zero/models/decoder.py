@@ -190,10 +190,16 @@ class MLP(nnx.Module):
         self.down = _param(rngs, (F, D), ("mlp", "embed"), dt)
 
     def __call__(self, x_BxTxD):
+        # Tokens flattened and the [F, N] intermediates kept feature-major: the weight gradients then
+        # contract over N as XLA:CPU lays them out, where [N, F] intermediates made it write each one
+        # transposed, element by element (a quarter of a training step; only the weights move now).
         cdt = x_BxTxD.dtype
-        pre_BxTxF = x_BxTxD @ self.gate[...].astype(cdt)
-        gate_BxTxF = jax.nn.silu(pre_BxTxF) if self.act == "silu" else jax.nn.gelu(pre_BxTxF, approximate=True)
-        return (gate_BxTxF * (x_BxTxD @ self.up[...].astype(cdt))) @ self.down[...].astype(cdt)
+        x_NxD = x_BxTxD.reshape(-1, x_BxTxD.shape[-1])
+        pre_FxN = jnp.einsum("nd,df->fn", x_NxD, self.gate[...].astype(cdt))
+        up_FxN = jnp.einsum("nd,df->fn", x_NxD, self.up[...].astype(cdt))
+        gate_FxN = jax.nn.silu(pre_FxN) if self.act == "silu" else jax.nn.gelu(pre_FxN, approximate=True)
+        out_NxD = jnp.einsum("fn,fd->nd", gate_FxN * up_FxN, self.down[...].astype(cdt))
+        return out_NxD.reshape(x_BxTxD.shape)
 
 
 def _norm_init(config: ModelConfig) -> str:
@@ -282,7 +288,7 @@ class Decoder(nnx.Module):
             local = (_rope(positions_BxT, rope_inv_freq(c, local=True)), attn_mask_BxTxS & window_TxS[None])
         pick = lambda sliding, full, loc: jax.tree.map(lambda a, b: jnp.where(sliding, b, a), full, loc)
 
-        if cache is None:  # training and scoring: the stacked layers under scan
+        if cache is None:  # training and scoring: every token at once, no cache
             graphdef, layer_state = nnx.split(self.layers)
 
             def body(x, xs):
@@ -293,7 +299,12 @@ class Decoder(nnx.Module):
 
             if c.remat:
                 body = jax.checkpoint(body)
-            x_BxTxD, _ = jax.lax.scan(body, x_BxTxD, (layer_state, jnp.asarray(sliding_L) if any(sliding_L) else None))
+            sliding = jnp.asarray(sliding_L) if any(sliding_L) else None
+            if c.scan_layers:  # compile time independent of depth
+                x_BxTxD, _ = jax.lax.scan(body, x_BxTxD, (layer_state, sliding))
+            else:  # unrolled: XLA schedules across layers (faster steps, compile time grows with depth)
+                for i in range(c.num_layers):
+                    x_BxTxD, _ = body(x_BxTxD, jax.tree.map(lambda a: a[i], (layer_state, sliding)))
         else:  # decoding: the same blocks unrolled, one cache buffer each (see KVCache)
             k, v = list(cache.k), list(cache.v)
             for layer, block in enumerate(blocks or self.blocks()):

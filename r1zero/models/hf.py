@@ -356,7 +356,7 @@ def load_model(model_dir: str | os.PathLike, mesh: Mesh | None = None, param_dty
     return model_from_arrays(config, arrays, mesh), config
 
 
-RUN_FIELDS = ("param_dtype", "compute_dtype", "remat")  # of ModelConfig: chosen by the run, not by the checkpoint
+RUN_FIELDS = ("param_dtype", "compute_dtype", "remat", "scan_layers")  # of ModelConfig: chosen by the run, not by the checkpoint
 
 
 def agree(loaded: ModelConfig, given: ModelConfig, where: str | os.PathLike) -> ModelConfig:

@@ -1,9 +1,9 @@
 """Per-token log-probabilities and entropies: the one definition the sampler and the trainer share.
 
 log p(token_t | tokens_<t) under the full softmax of logits / temperature. Logits are never
-materialised for the whole batch: the time axis is cut into chunks, each chunk's float32 logits are
-reduced to (log-prob, entropy) and dropped, and the chunk is recomputed in the backward pass
-(`jax.checkpoint`), so temporary memory is O(B * chunk * V), not O(B * T * V).
+materialised for more than `chunk_tokens` positions: a longer time axis is cut into chunks, each
+chunk's float32 logits are reduced to (log-prob, entropy) and dropped, and the chunk is recomputed
+in the backward pass (`jax.checkpoint`), so temporary memory is O(B * chunk * V), not O(B * T * V).
 
 Shape letters: B rows, T tokens, D model width, V vocabulary, U chunks of C positions each
 (U * C >= T: the time axis padded to whole chunks).
@@ -11,6 +11,7 @@ Shape letters: B rows, T tokens, D model width, V vocabulary, U chunks of C posi
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -29,42 +30,47 @@ def per_token_logprobs(
     temperature: float = 1.0,
     chunk_tokens: int = 4096,
     positions_BxT: jax.Array | None = None,
+    start: int = 0,
 ) -> tuple[jax.Array, jax.Array]:
-    """(logp_BxT, entropy_BxT), float32.
+    """(logp_BxW, entropy_BxW), float32, for the W = T - start columns from `start` on.
 
     logp[:, t] = log softmax(logits_{t-1} / temperature)[tokens[:, t]]; entropy[:, t] is the entropy
     of that same distribution. Both are 0 where token t is padding and where it has no real token
-    before it (column 0, or the first real token of a left-padded row).
+    before it (column 0, or the first real token of a left-padded row). `start` (static): the
+    columns before it get no logits at all (the trainer passes the prompt length: only completion
+    tokens are trained on).
     chunk_tokens: about how many (row, position) pairs get logits at once (memory B*chunk*V*4 bytes).
     """
     if not temperature > 0:
         raise UserError(f"temperature must be > 0 for log-probabilities, got {temperature}")
+    T = tokens_BxT.shape[1]
+    if not 0 <= start < T:
+        raise ValueError(f"start {start} outside the {T} columns")
     mask_BxT = mask_BxT.astype(bool)
     if positions_BxT is None:
         positions_BxT = positions_from_mask(mask_BxT)
     h_BxTxD, _ = model.hidden_states(tokens_BxT, positions_BxT, mask_BxT)
-    logp_BxT1, ent_BxT1 = logprobs_from_hidden(
-        model, h_BxTxD[:, :-1], tokens_BxT[:, 1:], temperature, chunk_tokens
+    first = max(start, 1)  # column 0 has nothing before it
+    logp_BxW1, ent_BxW1 = logprobs_from_hidden(
+        model, h_BxTxD[:, first - 1 : -1], tokens_BxT[:, first:], temperature, chunk_tokens
     )
-    scored_BxT1 = mask_BxT[:, 1:] & mask_BxT[:, :-1]
-    pad = jnp.zeros_like(logp_BxT1[:, :1])
-    logp_BxT = jnp.concatenate([pad, jnp.where(scored_BxT1, logp_BxT1, 0.0)], axis=1)
-    ent_BxT = jnp.concatenate([pad, jnp.where(scored_BxT1, ent_BxT1, 0.0)], axis=1)
-    return logp_BxT, ent_BxT
+    scored_BxW1 = mask_BxT[:, first:] & mask_BxT[:, first - 1 : -1]
+    pad = jnp.zeros_like(logp_BxW1[:, : first - start])
+    logp_BxW = jnp.concatenate([pad, jnp.where(scored_BxW1, logp_BxW1, 0.0)], axis=1)
+    ent_BxW = jnp.concatenate([pad, jnp.where(scored_BxW1, ent_BxW1, 0.0)], axis=1)
+    return logp_BxW, ent_BxW
 
 
 def logprobs_from_hidden(
     model: Decoder, h_BxTxD: jax.Array, targets_BxT: jax.Array, temperature: float, chunk_tokens: int
 ) -> tuple[jax.Array, jax.Array]:
     """Log-prob of targets[:, t] and entropy under softmax(logits(h[:, t]) / temperature), chunked
-    over time; chunks keep the whole batch so a batch-sharded input stays sharded."""
+    over time; chunks keep the whole batch so a batch-sharded input stays sharded. Within one chunk
+    there is nothing to save: its logits are kept for the backward pass, not recomputed."""
     B, T, D = h_BxTxD.shape
-    C = max(1, min(T, chunk_tokens // B))
-    U = -(-T // C)
-    h_UxBxCxD = jnp.pad(h_BxTxD, ((0, 0), (0, U * C - T), (0, 0))).reshape(B, U, C, D).transpose(1, 0, 2, 3)
-    t_UxBxC = jnp.pad(targets_BxT, ((0, 0), (0, U * C - T))).reshape(B, U, C).transpose(1, 0, 2)
+    U = -(-T // max(1, min(T, chunk_tokens // B)))
+    C = -(-T // U)  # U chunks as even as they go: at most U - 1 padded positions
 
-    @jax.checkpoint  # recompute the chunk's logits in the backward pass instead of storing them
     def one_chunk(args):
         h_BxCxD, t_BxC = args
         z_BxCxV = model.logits(h_BxCxD) / temperature
@@ -74,21 +80,27 @@ def logprobs_from_hidden(
         ent_BxC = lse_BxC - jnp.sum(p_BxCxV * z_BxCxV, axis=-1)
         return logp_BxC, ent_BxC
 
-    logp_UxBxC, ent_UxBxC = jax.lax.map(one_chunk, (h_UxBxCxD, t_UxBxC))
+    if U == 1:
+        return one_chunk((h_BxTxD, targets_BxT))
+    h_UxBxCxD = jnp.pad(h_BxTxD, ((0, 0), (0, U * C - T), (0, 0))).reshape(B, U, C, D).transpose(1, 0, 2, 3)
+    t_UxBxC = jnp.pad(targets_BxT, ((0, 0), (0, U * C - T))).reshape(B, U, C).transpose(1, 0, 2)
+    # Recompute each chunk's logits in the backward pass instead of storing them all.
+    logp_UxBxC, ent_UxBxC = jax.lax.map(jax.checkpoint(one_chunk), (h_UxBxCxD, t_UxBxC))
     unchunk = lambda a_UxBxC: a_UxBxC.transpose(1, 0, 2).reshape(B, U * C)[:, :T]
     return unchunk(logp_UxBxC), unchunk(ent_UxBxC)
 
 
 def logprob_pass(graphdef: nnx.GraphDef, rest: Any, mesh, temperature: float = 1.0,
                  chunk_tokens: int = 4096) -> Callable:
-    """jit(params, tokens_BxT, mask_BxT) -> logp_BxT for a model split into (graphdef, params,
-    rest): the trainer's reference and recomputed old log-probs. Place the rows with
-    `sharding.rows_to_global`; the log-probs come back split over (data, fsdp) the same way."""
+    """jit(params, tokens_BxT, mask_BxT, start=0) -> logp_BxW (the columns from `start` on) for a
+    model split into (graphdef, params, rest): the trainer's reference and recomputed old
+    log-probs. Place the rows with `sharding.rows_to_global`; the log-probs come back split over
+    (data, fsdp) the same way."""
 
-    @jax.jit
-    def fn(params, tokens_BxT, mask_BxT):
+    @functools.partial(jax.jit, static_argnames="start")
+    def fn(params, tokens_BxT, mask_BxT, start=0):
         model = nnx.merge(graphdef, params, rest)
-        logp_BxT, _ = per_token_logprobs(model, tokens_BxT, mask_BxT, temperature, chunk_tokens)
-        return constrain_rows(logp_BxT, mesh)
+        logp_BxW, _ = per_token_logprobs(model, tokens_BxT, mask_BxT, temperature, chunk_tokens, start=start)
+        return constrain_rows(logp_BxW, mesh)
 
     return fn

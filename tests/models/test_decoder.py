@@ -102,6 +102,19 @@ def test_chunked_logprobs_equal_direct(model, temperature, chunk_tokens):
     assert np.all(logp[~scored] == 0) and np.all(ent[~scored] == 0)
 
 
+@pytest.mark.parametrize("start", [0, 1, 4, 10])
+def test_logprobs_from_a_start_column_are_the_full_passs_columns(model, start):
+    tokens = jax.random.randint(jax.random.key(3), (3, 11), 0, CONFIG.vocab_size)
+    mask = jnp.ones((3, 11), bool).at[0, :5].set(False).at[2, 9:].set(False)
+    full_logp, full_ent = per_token_logprobs(model, tokens, mask, 0.8, chunk_tokens=6)
+    logp, ent = per_token_logprobs(model, tokens, mask, 0.8, chunk_tokens=6, start=start)
+    assert logp.shape == (3, 11 - start)
+    np.testing.assert_allclose(np.asarray(logp), np.asarray(full_logp)[:, start:], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(ent), np.asarray(full_ent)[:, start:], atol=1e-6)
+    with pytest.raises(ValueError, match="start"):
+        per_token_logprobs(model, tokens, mask, start=11)
+
+
 def test_logprobs_reject_zero_temperature(model):
     with pytest.raises(ValueError, match="temperature"):
         per_token_logprobs(model, jnp.zeros((1, 4), jnp.int32), jnp.ones((1, 4), bool), 0.0)
@@ -152,6 +165,23 @@ def test_remat_gives_the_same_gradients():
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         fn = lambda p: per_token_logprobs(nnx.merge(graphdef, p, rest), tokens, jnp.ones_like(tokens, bool))[0].sum()
         grads.append(jax.jit(jax.grad(fn))(params))
+    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+@pytest.mark.parametrize("sliding", [False, True])
+def test_scanned_and_unrolled_layers_give_the_same_gradients(sliding):
+    """Training runs the layers unrolled (faster) unless `scan_layers`; both are the same function."""
+    tokens = jax.random.randint(jax.random.key(6), (2, 12), 0, CONFIG.vocab_size)
+    extra = dict(num_layers=3, sliding_window=4, layer_types=("sliding", "full", "sliding")) if sliding else {}
+    grads, losses = [], []
+    for scan in (False, True):
+        model = create_model(dataclasses.replace(CONFIG, scan_layers=scan, **extra), make_mesh(MeshConfig()), seed=0)
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        fn = lambda p: per_token_logprobs(nnx.merge(graphdef, p, rest), tokens, jnp.ones_like(tokens, bool))[0].sum()
+        loss, g = jax.jit(jax.value_and_grad(fn))(params)
+        losses.append(float(loss)), grads.append(g)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
 
