@@ -1,9 +1,12 @@
 """The rollout sampler: G completions per prompt from the same NNX model the trainer updates.
 
-One jitted program per (prompt count, prompt bucket, config): prefill the unique prompts once, copy
-each prompt's KV cache to its G rows, then decode inside `jax.lax.while_loop` until every row has
-finished (EOS, a stop string, or `max_new_tokens`). The KV cache lives only inside that program, so
-XLA updates it in place across decode steps (nothing to donate, nothing copied back to the host).
+Prefill the unique prompts once, copy each prompt's KV cache to its G rows, then decode inside
+`jax.lax.while_loop` until every row has finished (EOS, a stop string, or `max_new_tokens`). Budgets
+of 64 new tokens or more decode in phases of doubling length (`phase_ends`): a phase's cache has only
+the slots it can reach, so a step attends over the filled part of the cache, not the whole budget,
+and when at most half of the rows are still running the next phase decodes only those, in a
+smaller batch (finished rows stop costing anything). Each phase is one jitted program that updates
+the KV cache in place (the state is donated from phase to phase, never copied to the host).
 
 Log-probabilities of sampled tokens are those of `per_token_logprobs(..., temperature)`: the full
 softmax of logits / temperature, whatever top-p/top-k did to the sampling distribution.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from typing import Sequence
 
 import jax
@@ -206,30 +210,34 @@ def _stop_hit(buf_BxM, token_B, table_VxW, length_V, stops: tuple[bytes, ...]):
 # The jitted program.
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "config", "eos_ids", "stops", "pad_id", "mesh"))
-def _generate(graphdef, state, prompt_PxL, prompt_mask_PxL, key, byte_table_VxW, byte_length_V, *,
-              config: SamplingConfig, eos_ids: tuple[int, ...], stops: tuple[bytes, ...], pad_id: int, mesh=None):
-    """(tokens_BxN, mask_BxN, logp_BxN, reason_B, decode_steps) for left-padded prompts. With a
-    `mesh`, prompts and KV cache rows are split over (data, fsdp) where they divide, so devices
-    decode different rows (data-parallel sampling) instead of all of them."""
-    model: Decoder = nnx.merge(graphdef, state)
+MIN_PHASE = 32  # decoding in phases: the first covers this many new tokens at least
+
+
+def phase_ends(max_new_tokens: int) -> list[int]:
+    """New-token counts at which decode phases end: halving down from the budget while a phase keeps
+    at least MIN_PHASE tokens (64 -> [32, 64], 256 -> [32, 64, 128, 256], under 64: one phase). Phase
+    k's KV cache has only prompt + ends[k] slots, so early steps attend over a short cache; between
+    phases the finished rows can be dropped (`sample`)."""
+    ends = [max_new_tokens]
+    while ends[0] // 2 >= MIN_PHASE:
+        ends.insert(0, ends[0] // 2)
+    return ends
+
+
+def _start(model: Decoder, blocks, prompt_PxL, prompt_mask_PxL, key, slots: int, config: SamplingConfig,
+           stops: tuple[bytes, ...], pad_id: int, mesh):
+    """The decode state after prefilling the P unique prompts once and giving each of its G rows a
+    copy of the cache (`slots` slots). Rows are tracked by `rows_b`, their index in the full batch of
+    B = P * G, so a state can later hold fewer rows (see `_compact`); the outputs stay [B, N]."""
     P, Lp = prompt_PxL.shape
     G, N = config.num_samples, config.max_new_tokens
     B = P * G
     prompt_PxL, prompt_mask_PxL = constrain_rows(prompt_PxL, mesh), constrain_rows(prompt_mask_PxL, mesh)
-
-    # Slice the stacked layers once, outside the loop (XLA would copy every slice every step).
-    blocks = model.blocks()
-    # Prefill the P unique prompts once, then give each of its G rows a copy of the cache.
-    cache = KVCache.create(model.config, P, Lp + N, config.cache_dtype)
+    cache = KVCache.create(model.config, P, slots, config.cache_dtype)
     h_PxLxD, cache = model.hidden_states(
         prompt_PxL, positions_from_mask(prompt_mask_PxL), prompt_mask_PxL, cache, blocks, prefill=True
     )
     repeat = lambda x, axis=0: constrain_rows(jnp.repeat(x, G, axis=axis), mesh, axis)
-    cache = cache.map_rows(repeat)
-    logits_BxV = repeat(model.logits(h_PxLxD[:, -1]), 0)
-    first_position_B = repeat(prompt_mask_PxL.sum(axis=1), 0)
-
     # One key per row, from (prompt index, sample index), so a row's draws do not depend on the
     # batch; every uniform draw a row may need, made before the loop (no RNG inside a step).
     row_keys_B = jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(key, r // G), r % G))(jnp.arange(B))
@@ -237,42 +245,139 @@ def _generate(graphdef, state, prompt_PxL, prompt_mask_PxL, key, byte_table_VxW,
         u_NxB = jnp.zeros((N, B), jnp.float32)
     else:
         u_NxB = jax.vmap(lambda k: jax.random.uniform(k, (N,)), out_axes=1)(row_keys_B)
-    eos_E = jnp.asarray(eos_ids if eos_ids else (-1,), jnp.int32)
     M = max([len(s) for s in stops], default=1) - 1
+    return dict(
+        i=jnp.zeros((), jnp.int32), cache=cache.map_rows(repeat), logits=repeat(model.logits(h_PxLxD[:, -1]), 0),
+        first_position=repeat(prompt_mask_PxL.sum(axis=1), 0), rows=jnp.arange(B, dtype=jnp.int32),
+        reason=jnp.full((B,), RUNNING, jnp.int32), buf=jnp.full((B, max(M, 1)), -1, jnp.int32), u=u_NxB,
+        out_reason=jnp.full((B,), RUNNING, jnp.int32), out_tokens=jnp.full((B, N), pad_id, jnp.int32),
+        out_logp=jnp.zeros((B, N), jnp.float32), out_mask=jnp.zeros((B, N), bool),
+    )
+
+
+def _decode(model: Decoder, blocks, s: dict, end, byte_table_VxW, byte_length_V, *, config: SamplingConfig,
+            eos_ids: tuple[int, ...], stops: tuple[bytes, ...], pad_id: int) -> dict:
+    """Decode steps until `end` new tokens or until every row of the state has finished. Row b of
+    the state is row rows_b of the batch: it reads that row's draws and writes that row's outputs
+    (a row index past the batch is a padding row, written nowhere)."""
+    eos_E = jnp.asarray(eos_ids if eos_ids else (-1,), jnp.int32)
+    rows_b = s["rows"]
 
     def body(s):
         i = s["i"]
-        token_B, logp_B = sample_tokens(s["logits"], u_NxB[i], config.temperature, config.top_k, config.top_p)
-        active_B = s["reason"] == RUNNING
-        token_B = jnp.where(active_B, token_B, pad_id)
-        is_eos_B = active_B & jnp.isin(token_B, eos_E)
-        reason_B = jnp.where(is_eos_B, EOS, s["reason"])
-        buf_BxM = s["buf"]
+        u_b = s["u"][i].at[rows_b].get(mode="fill", fill_value=0.0)
+        token_b, logp_b = sample_tokens(s["logits"], u_b, config.temperature, config.top_k, config.top_p)
+        active_b = s["reason"] == RUNNING
+        token_b = jnp.where(active_b, token_b, pad_id)
+        is_eos_b = active_b & jnp.isin(token_b, eos_E)
+        reason_b = jnp.where(is_eos_b, EOS, s["reason"])
+        buf_bxM = s["buf"]
         if stops:
-            hit_B, buf_BxM = _stop_hit(buf_BxM, token_B, byte_table_VxW, byte_length_V, stops)
-            reason_B = jnp.where(active_B & hit_B & ~is_eos_B, STOP, reason_B)
-        h_Bx1xD, cache = model.hidden_states(
-            token_B[:, None], (first_position_B + i)[:, None], active_B[:, None], s["cache"], blocks
+            hit_b, buf_bxM = _stop_hit(buf_bxM, token_b, byte_table_VxW, byte_length_V, stops)
+            reason_b = jnp.where(active_b & hit_b & ~is_eos_b, STOP, reason_b)
+        h_bx1xD, cache = model.hidden_states(
+            token_b[:, None], (s["first_position"] + i)[:, None], active_b[:, None], s["cache"], blocks
         )
+        put = lambda out, value: out.at[rows_b, i].set(value, mode="drop")
         return dict(
-            i=i + 1, cache=cache, logits=model.logits(h_Bx1xD[:, 0]), reason=reason_B, buf=buf_BxM,
-            tokens=s["tokens"].at[:, i].set(token_B),
-            logp=s["logp"].at[:, i].set(jnp.where(active_B, logp_B, 0.0)),
-            mask=s["mask"].at[:, i].set(active_B),
+            s, i=i + 1, cache=cache, logits=model.logits(h_bx1xD[:, 0]), reason=reason_b, buf=buf_bxM,
+            out_reason=s["out_reason"].at[rows_b].set(reason_b, mode="drop"),
+            out_tokens=put(s["out_tokens"], token_b), out_logp=put(s["out_logp"], jnp.where(active_b, logp_b, 0.0)),
+            out_mask=put(s["out_mask"], active_b),
         )
 
     def running(s):
-        return (s["i"] < N) & jnp.any(s["reason"] == RUNNING)
+        return (s["i"] < end) & jnp.any(s["reason"] == RUNNING)
 
-    init = dict(
-        i=jnp.zeros((), jnp.int32), cache=cache, logits=logits_BxV,
-        reason=jnp.full((B,), RUNNING, jnp.int32), buf=jnp.full((B, max(M, 1)), -1, jnp.int32),
-        tokens=jnp.full((B, N), pad_id, jnp.int32), logp=jnp.zeros((B, N), jnp.float32),
-        mask=jnp.zeros((B, N), bool),
+    return jax.lax.while_loop(running, body, s)
+
+
+def _finish(s: dict):
+    """(tokens_BxN, mask_BxN, logp_BxN, reason_B, decode_steps)."""
+    reason_B = jnp.where(s["out_reason"] == RUNNING, LENGTH, s["out_reason"])
+    return s["out_tokens"], s["out_mask"], s["out_logp"], reason_B, s["i"]
+
+
+_STATIC = ("graphdef", "config", "eos_ids", "stops", "pad_id", "mesh")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _generate(graphdef, state, prompt_PxL, prompt_mask_PxL, key, byte_table_VxW, byte_length_V, *,
+              config: SamplingConfig, eos_ids: tuple[int, ...], stops: tuple[bytes, ...], pad_id: int, mesh=None):
+    """(tokens_BxN, mask_BxN, logp_BxN, reason_B, decode_steps) for left-padded prompts, in one
+    program over the whole cache (one decode phase). With a `mesh`, prompts and KV cache rows are
+    split over (data, fsdp) where they divide, so devices decode different rows (data-parallel
+    sampling) instead of all of them."""
+    model: Decoder = nnx.merge(graphdef, state)
+    blocks = model.blocks()  # slice the stacked layers once, outside the loop (XLA would copy every slice every step)
+    s = _start(model, blocks, prompt_PxL, prompt_mask_PxL, key, prompt_PxL.shape[1] + config.max_new_tokens,
+               config, stops, pad_id, mesh)
+    s = _decode(model, blocks, s, config.max_new_tokens, byte_table_VxW, byte_length_V, config=config,
+                eos_ids=eos_ids, stops=stops, pad_id=pad_id)
+    return _finish(s)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "config", "slots", "stops", "pad_id", "mesh"))
+def _start_phases(graphdef, state, prompt_PxL, prompt_mask_PxL, key, *, config: SamplingConfig, slots: int,
+                  stops: tuple[bytes, ...], pad_id: int, mesh=None):
+    model: Decoder = nnx.merge(graphdef, state)
+    return _start(model, model.blocks(), prompt_PxL, prompt_mask_PxL, key, slots, config, stops, pad_id, mesh)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC + ("end", "slots"), donate_argnames="s")
+def _phase(graphdef, state, s, byte_table_VxW, byte_length_V, *, end: int, slots: int, config: SamplingConfig,
+           eos_ids: tuple[int, ...], stops: tuple[bytes, ...], pad_id: int, mesh=None):
+    """(state, live rows): the cache grown to `slots` slots, then decoded up to `end` new tokens."""
+    model: Decoder = nnx.merge(graphdef, state)
+    grow = slots - s["cache"].valid.shape[1]
+    if grow:  # k is [b, K, Dh, S], v [b, K, S, Dh], valid [b, S]: new empty slots at the end
+        pad = lambda x, axis: jnp.pad(x, [(0, grow if a == axis else 0) for a in range(x.ndim)])
+        c = s["cache"]
+        s = dict(s, cache=KVCache(k=tuple(pad(k, 3) for k in c.k), v=tuple(pad(v, 2) for v in c.v),
+                                  valid=pad(c.valid, 1), end=c.end))
+    s = _decode(model, model.blocks(), s, end, byte_table_VxW, byte_length_V, config=config, eos_ids=eos_ids,
+                stops=stops, pad_id=pad_id)
+    return s, jnp.sum(s["reason"] == RUNNING)
+
+
+@functools.partial(jax.jit, static_argnames=("rows", "mesh"), donate_argnames="s")
+def _compact(s: dict, *, rows: int, mesh=None) -> dict:
+    """The state's running rows moved into a state of `rows` rows (at least as many as are running),
+    in their order; the places left over are padding rows (finished, written nowhere)."""
+    B = s["out_reason"].shape[0]
+    running_b = s["reason"] == RUNNING
+    keep_r = jnp.argsort(~running_b, stable=True)[:rows]
+    real_r = running_b[keep_r]
+    take = lambda x: constrain_rows(jnp.take(x, keep_r, axis=0), mesh)
+    return dict(
+        s, cache=s["cache"].map_rows(take), logits=take(s["logits"]), first_position=take(s["first_position"]),
+        buf=take(s["buf"]), rows=jnp.where(real_r, take(s["rows"]), B), reason=jnp.where(real_r, RUNNING, LENGTH),
     )
-    s = jax.lax.while_loop(running, body, init)
-    reason_B = jnp.where(s["reason"] == RUNNING, LENGTH, s["reason"])
-    return s["tokens"], s["mask"], s["logp"], reason_B, s["i"]
+
+
+def _decode_in_phases(graphdef, state, prompt_PxL, prompt_mask_PxL, key, table, length, *, config: SamplingConfig,
+                      eos_ids, stops, pad_id, mesh):
+    """`_generate`'s outputs, decoded phase by phase (`phase_ends`): each phase's cache holds only
+    the slots it can reach, and when at most half of a phase's rows are still running the next
+    phase decodes only those, in the smallest power-of-two fraction of the batch that holds them.
+    Same tokens as one phase: every row reads its own draws, and no row's numbers depend on the
+    others' (up to matmul rounding at a different batch size)."""
+    Lp, ends = prompt_PxL.shape[1], phase_ends(config.max_new_tokens)
+    static = dict(config=config, eos_ids=eos_ids, stops=stops, pad_id=pad_id, mesh=mesh)
+    s = _start_phases(graphdef, state, prompt_PxL, prompt_mask_PxL, key, config=config, slots=Lp + ends[0],
+                      stops=stops, pad_id=pad_id, mesh=mesh)
+    with warnings.catch_warnings():  # growing the cache or dropping rows cannot reuse every donated buffer
+        warnings.filterwarnings("ignore", "Some donated buffers were not usable")
+        for end in ends:
+            s, live = _phase(graphdef, state, s, table, length, end=end, slots=Lp + end, **static)
+            live, rows = int(live), s["rows"].shape[0]
+            if live == 0:
+                break
+            while rows % 2 == 0 and rows // 2 >= live:
+                rows //= 2
+            if rows < s["rows"].shape[0]:
+                s = _compact(s, rows=rows, mesh=mesh)
+    return _finish(s)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -337,8 +442,9 @@ def sample(model: Decoder, prompts: Sequence[str | Sequence[int]], key: jax.Arra
     if layout != "train":
         state = _relayout(state, layout)
     mesh = mesh or _mesh_of(state)
-    *per_row, steps = _generate(graphdef, state, *rows_to_global((prompt_PxL, mask_PxL), mesh), key, table, length,
-                                config=config, eos_ids=eos_ids, stops=stops, pad_id=pad_id, mesh=mesh)
+    generate = _generate if len(phase_ends(config.max_new_tokens)) == 1 else _decode_in_phases
+    *per_row, steps = generate(graphdef, state, *rows_to_global((prompt_PxL, mask_PxL), mesh), key, table, length,
+                               config=config, eos_ids=eos_ids, stops=stops, pad_id=pad_id, mesh=mesh)
     tokens, mask, logp, reason = rows_to_local(tuple(per_row), mesh)
     reasons = [FINISH_REASONS[int(r)] for r in reason]
     texts = []

@@ -18,6 +18,7 @@ from scipy import stats
 
 from r1zero.config import ModelConfig, SamplingConfig
 from r1zero.models import hf, per_token_logprobs, positions_from_mask
+from r1zero import sampler as sampler_mod
 from r1zero.sampler import Samples, _inverse_cdf, _stop_hit, bucket, sample, sample_tokens
 from r1zero.tokenizer import Tokenizer
 from tests.conftest import hf_logits
@@ -170,6 +171,35 @@ def test_loop_stops_when_every_row_has_finished(setup):
     assert [int(m.sum()) for m in s.completion_mask] == ends  # the EOS token is part of the completion
     for r, end in enumerate(ends):
         assert s.texts[r] == tok.decode(free.completion_tokens[r, : end - 1])  # text without the EOS
+
+
+def test_phases_halve_down_from_the_budget():
+    assert sampler_mod.phase_ends(63) == [63] and sampler_mod.phase_ends(64) == [32, 64]
+    assert sampler_mod.phase_ends(256) == [32, 64, 128, 256] and sampler_mod.phase_ends(100) == [50, 100]
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_decoding_in_phases_gives_the_tokens_of_one_phase(setup, monkeypatch, stop):
+    """Phases with short caches, the finished rows dropped between them: the same rows as one phase
+    over the whole cache (every row reads its own draws), and the dropping really happened."""
+    model, tok, _ = setup
+    free = sample(model, PROMPTS[:2], jax.random.key(0), SamplingConfig(num_samples=8, max_new_tokens=64, eos_ids=()), tok)
+    # EOS ids: tokens some rows emit early and others late, so rows end over the whole budget.
+    eos = tuple(sorted({int(free.completion_tokens[r, c]) for r, c in ((0, 3), (5, 20), (9, 40))}))
+    config = SamplingConfig(num_samples=8, max_new_tokens=64, eos_ids=eos, stop_strings=("ver",) if stop else ())
+    compactions = []
+    compact = sampler_mod._compact
+    monkeypatch.setattr(sampler_mod, "_compact", lambda s, **k: compactions.append(k["rows"]) or compact(s, **k))
+    phased = sample(model, PROMPTS[:2], jax.random.key(0), config, tok)
+    monkeypatch.setattr(sampler_mod, "phase_ends", lambda n: [n])
+    one = sample(model, PROMPTS[:2], jax.random.key(0), config, tok)
+    lengths = phased.completion_mask.sum(1)
+    assert lengths.min() <= 8 and phased.decode_steps > 32 and compactions, (lengths, compactions)
+    np.testing.assert_array_equal(phased.completion_tokens, one.completion_tokens)
+    np.testing.assert_array_equal(phased.completion_mask, one.completion_mask)
+    np.testing.assert_allclose(phased.logprobs, one.logprobs, atol=1e-5)
+    assert phased.finish_reason == one.finish_reason and phased.texts == one.texts
+    assert phased.decode_steps == one.decode_steps
 
 
 def test_stop_string_spanning_tokens_and_ending_inside_one(setup):

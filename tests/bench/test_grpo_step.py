@@ -1,0 +1,86 @@
+"""The GRPO step benchmark: its shared inputs are what every library is told they are (prompts of
+exactly 32 tokens, a model transformers-loadable directory, realistic lengths that really vary), its
+FLOP count is the model's, and a run end to end produces the table (numbers read by hand)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from r1zero.bench import grpo_step as gs
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grpo_bench")
+    tok = gs.make_tokenizer(root / "tokenizer")
+    return root, tok, gs.make_prompts(tok, 8)
+
+
+def test_prompts_are_exactly_32_tokens_and_round_trip(work):
+    _, tok, prompts = work
+    assert len(set(prompts)) == 8
+    for text in prompts:
+        ids = tok.encode(text).ids
+        assert len(ids) == gs.PROMPT_LEN and tok.decode(ids) == text and gs.EOS_ID not in ids
+
+
+def test_update_flops_count_every_weight_three_times_per_token():
+    """6 x weights x tokens for the layers (prompt + completion) and for the output layer (completion
+    only), plus attention: checked against the parameter count of the model r1zero builds."""
+    from flax import nnx
+
+    from r1zero.config import MeshConfig
+    from r1zero.models import create_model
+    from r1zero.sharding import make_mesh
+
+    model = create_model(gs.model_config("small"), make_mesh(MeshConfig()), seed=0)
+    layer_weights = sum(x.size for path, x in nnx.to_flat_state(nnx.state(model.layers, nnx.Param))
+                        if "norm" not in str(path) and "bias" not in str(path))
+    rows, completion = 64, 64 * 64
+    tokens = rows * (gs.PROMPT_LEN + 64)
+    no_attention = 6 * layer_weights * tokens + 6 * model.embed[...].size * completion
+    got = gs.update_flops("small", rows, completion)
+    attention = got - no_attention
+    assert 0 < attention < 0.05 * got  # scores and values: a few percent at 96 tokens
+
+
+def test_realistic_lengths_end_early_with_a_tail_at_the_budget(work):
+    root, _, prompts = work
+    point = gs.Point(shape="tiny", prompts=4, G=8, max_new=64, lengths="realistic")
+    model_dir, info = gs.build_model(root, point, prompts, root / "tokenizer")
+    assert (model_dir / "model.safetensors").is_file() and (model_dir / "tokenizer.json").is_file()
+    assert abs(info["at_budget"] - gs.END_FRACTION) <= 0.04, info
+    assert info["median_length"] < 32, info  # most rows end well before the budget
+    # The same directory, as a library loads it: r1zero's sampler sees the lengths recorded.
+    from r1zero.models import hf
+
+    model, _ = hf.load_model(model_dir)
+    lengths = gs.sampled_lengths(model, model_dir, prompts, point)
+    assert np.mean(lengths >= 64) == pytest.approx(info["at_budget"]) and lengths.min() < lengths.max()
+
+
+@pytest.mark.slow
+def test_the_benchmark_runs_r1zero_and_prints_the_table(tmp_path, capsys):
+    out = tmp_path / "bench.jsonl"
+    gs.main(["--shape", "tiny", "--prompts", "2", "--G", "2", "--max-new", "8", "--steps", "3", "--rounds", "2",
+             "--work", str(tmp_path / "work"), "--out", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    runs = [r for r in rows if r["kind"] == "run"]
+    (summary,) = [r for r in rows if r["kind"] == "summary"]
+    assert len(runs) == 2 and all(len(r["step_s"]) == 2 for r in runs)  # the compiling first step left out
+    assert all(t == 2 * 2 * 8 for r in runs for t in r["completion_tokens"])  # fixed: every row runs the budget
+    assert summary["samples"] == 4 and summary["step_min"] <= summary["step_s"] <= summary["step_max"]
+    assert summary["gen_s"] + summary["update_s"] <= summary["step_s"] and 0 < summary["update_mfu"] < 1
+    assert "| tiny 2x2 N=8 fixed | r1zero |" in capsys.readouterr().out
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    with pytest.raises(SystemExit, match="--sweep"):
+        gs.main(["--sweep", "everything", "--work", str(tmp_path)])
+    with pytest.raises(SystemExit, match="no such file"):
+        gs.main(["--trl-python", str(tmp_path / "missing"), "--work", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--steps"):
+        gs.main(["--steps", "1", "--work", str(tmp_path)])
