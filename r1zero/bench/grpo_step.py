@@ -174,7 +174,8 @@ def bias_eos(model, strength: float) -> None:
     model.embed[...] = model.embed[...].at[EOS_ID].set(jnp.asarray(c_D / np.linalg.norm(c_D) * 8 * row, jnp.float32))
 
 
-def sampled_lengths(model, tok_dir: Path, prompts: list[str], point: Point) -> "np.ndarray":
+def sampled_lengths(model, tok_dir: Path, prompts: list[str], point: Point):
+    """Completion lengths [P * G] of one sample of the point's prompts (EOS ends a row)."""
     import jax
     import numpy as np
 
@@ -193,7 +194,9 @@ def build_model(work: Path, point: Point, prompts: list[str], tok_dir: Path) -> 
     import numpy as np
 
     from r1zero.config import MeshConfig
-    from r1zero.models import create_model, hf
+    from flax import nnx
+
+    from r1zero.models import create_model, hf, param_count
     from r1zero.sharding import make_mesh
 
     name = point.shape if point.lengths == "fixed" else f"{point.shape}-eos{point.max_new}"
@@ -218,8 +221,7 @@ def build_model(work: Path, point: Point, prompts: list[str], tok_dir: Path) -> 
         info.update(strength=mid, mean_length=float(lengths.mean()), median_length=float(np.median(lengths)),
                     p90_length=float(np.percentile(lengths, 90)), at_budget=ended)
     hf.save_model(model, out, tokenizer_dir=tok_dir)
-    info["params"] = int(sum(np.prod(x.shape) for x in __import__("jax").tree.leaves(
-        __import__("flax").nnx.state(model, __import__("flax").nnx.Param))))
+    info["params"] = param_count(nnx.state(model, nnx.Param))
     info_file.write_text(json.dumps(info) + "\n")
     return out, info
 
@@ -232,7 +234,6 @@ def run_r1zero(spec: dict) -> dict:
     import random
 
     import jax
-    import numpy as np
 
     from r1zero import rewards
     from r1zero import rollout as rollout_mod

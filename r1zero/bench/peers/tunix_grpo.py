@@ -36,7 +36,7 @@ def main(spec_json: str) -> None:
     from tunix.rl.rollout import base_rollout
     from tunix.utils import mesh as mesh_lib
 
-    s, P, G, N = spec["shape"], spec["prompts"], spec["G"], spec["max_new"]
+    s, G, N = spec["shape"], spec["G"], spec["max_new"]
     dtype = jnp.float32 if jax.devices()[0].platform == "cpu" else jnp.bfloat16
     tok = transformers.AutoTokenizer.from_pretrained(spec["model_dir"])
     mesh = mesh_lib.create_mesh((1, 1), ("fsdp", "tp"))
