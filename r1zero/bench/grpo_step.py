@@ -14,7 +14,7 @@ no EOS, every row runs the whole budget. `realistic` lengths: the model's EOS to
 the budget, as in R1-Zero rollouts where a few answers run to the cap.
 
 Each library runs its own training loop; only timers are added. A step is the time from the end of
-one update to the end of the next (the first, which compiles, is left out); generation is the
+one update to the end of the next (the first `--warmup` steps, which compile, are left out); generation is the
 sampling call alone; log-probs are passes outside the update (old or reference log-probs: none at
 beta 0 and one update per rollout, for all three); the update is the rest of the optimizer step.
 Libraries run one at a time, interleaved round by round in a rotating order so that drift on a
@@ -307,15 +307,14 @@ def run_r1zero(spec: dict) -> dict:
 
 
 def finish(spec: dict, marks: dict, lib: str, versions: dict) -> dict:
-    """The worker's record: per-step seconds (the first, compiling, step left out)."""
-    ends = marks["update_end"]
-    steps = spec["steps"]
+    """The worker's record: per-step seconds, the first `warmup` steps (compiling) left out."""
+    ends, steps, w = marks["update_end"], spec["steps"], spec.get("warmup", 1)
     if len(ends) != steps or len(marks["gen"]) != steps:
         raise RuntimeError(f"{lib}: {len(ends)} updates and {len(marks['gen'])} generations for {steps} steps")
-    step_s = [b - a for a, b in zip(ends, ends[1:])]
-    rec = {"lib": lib, "point": spec["point"], "steps": steps, "step_s": step_s, "gen_s": marks["gen"][1:],
-           "logprob_s": per_step(marks.get("logprob", []), steps)[1:], "update_s": marks["update"][1:],
-           "completion_tokens": marks["tokens"][1:], "first_step_s": marks["update_end"][0] - marks.get("t0", ends[0]),
+    step_s = [b - a for a, b in zip(ends, ends[1:])][w - 1:]
+    rec = {"lib": lib, "point": spec["point"], "steps": steps, "warmup": w, "step_s": step_s, "gen_s": marks["gen"][w:],
+           "logprob_s": per_step(marks.get("logprob", []), steps)[w:], "update_s": marks["update"][w:],
+           "completion_tokens": marks["tokens"][w:], "warmup_s": ends[w - 1] - marks["t0"],
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **versions}
     rec.update(accelerator_peak_mb(lib))
     return rec
@@ -440,7 +439,10 @@ def main(argv=None) -> None:
     p.add_argument("--G", type=int, default=8)
     p.add_argument("--max-new", type=int, default=64)
     p.add_argument("--lengths", default="fixed", choices=("fixed", "realistic"))
-    p.add_argument("--steps", type=int, default=6, help="steps per run (the first, compiling, is not timed)")
+    p.add_argument("--steps", type=int, default=6, help="steps per run, warm-up included")
+    p.add_argument("--warmup", type=int, default=1,
+                   help="steps per run not timed: they compile (r1zero compiles a decode program per phase and "
+                        "batch fraction it meets, so realistic lengths need a few)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "r1zero-grpo-bench")
     p.add_argument("--out", type=Path, default=None, help="JSONL of every run and the summary rows")
@@ -448,8 +450,8 @@ def main(argv=None) -> None:
     if args.worker:
         print(json.dumps(run_r1zero(json.loads(args.worker))), flush=True)
         return
-    if args.steps < 2 or args.rounds < 1:
-        raise SystemExit("--steps must be at least 2 (the first is not timed) and --rounds at least 1")
+    if args.warmup < 1 or args.steps <= args.warmup or args.rounds < 1:
+        raise SystemExit("--warmup must be at least 1, --steps more than --warmup, --rounds at least 1")
     pythons = {"r1zero": sys.executable, "trl": args.trl_python, "tunix": args.tunix_python}
     for lib, py in pythons.items():
         if py and not Path(py).is_file():
@@ -473,7 +475,8 @@ def main(argv=None) -> None:
         model_dir, info = build_model(args.work, point, prompts, tok_dir)
         spec = {"point": point.name, "model_dir": str(model_dir), "shape": SHAPES[point.shape],
                 "prompt_texts": prompts[:point.prompts], "prompts": point.prompts, "G": point.G,
-                "max_new": point.max_new, "eos": point.lengths == "realistic", "steps": args.steps}
+                "max_new": point.max_new, "eos": point.lengths == "realistic", "steps": args.steps,
+                "warmup": args.warmup}
         print(f"{point.name}: {info}", flush=True)
         for r in range(args.rounds):
             order = libs[r % len(libs):] + libs[:r % len(libs)]
