@@ -149,6 +149,10 @@ class SamplingConfig:
     min_prompt_bucket: int = 16  # prompt lengths are padded to powers of two from here
     cache_dtype: str | None = None  # None: the model's compute dtype
     param_layout: str = "auto"  # auto | train | tensor | replicated: weights resharded for decoding (sharding.LAYOUTS)
+    # Budgets of 64+ new tokens decode in phases of doubling cache length, finished rows dropped
+    # between them (faster; growing the cache briefly holds the previous one beside it, up to 1.5x
+    # the KV cache). False: one program over the whole cache, the lowest peak memory.
+    decode_phases: bool = True
 
     def __post_init__(self):
         _need(_finite(self.temperature) and self.temperature >= 0, "sampling.temperature", ">= 0", self.temperature)

@@ -4,7 +4,8 @@
 Counted: the parameters, AdamW's two moments (in the parameter dtype, as optax keeps them), the
 frozen reference (when beta > 0), the gradients of an update, the copy of the weights the sampler
 decodes with when its layout differs from the training one, and the rollout's KV cache (prompt and
-completion slots for every row, rows split over data x fsdp). Not counted: activations (see
+completion slots for every row, rows split over data x fsdp; decoding in phases, also the cache of
+the previous phase while the last one grows it). Not counted: activations (see
 `model.remat` and `optim.micro_batches`), XLA's temporary buffers, and the runtime's own reserve.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 from r1zero.config import ModelConfig, TrainConfig
 from r1zero.errors import UserError
 from r1zero.models.factory import param_bytes_per_device
+from r1zero.sampler import phase_ends
 
 GIB = 2**30
 
@@ -46,7 +48,11 @@ def per_device(config: TrainConfig, model: ModelConfig, mesh: dict[str, int]) ->
     split = mesh["data"] * mesh["fsdp"]
     rows_here = rows // split if rows % split == 0 else rows
     cache_item = np.dtype(s.cache_dtype or model.compute_dtype).itemsize
-    kv = 2 * model.num_layers * rows_here * model.num_kv_heads * model.head_dim * (s.max_prompt_len + s.max_new_tokens)
+    slots = s.max_prompt_len + s.max_new_tokens
+    ends = phase_ends(s.max_new_tokens) if s.decode_phases else [s.max_new_tokens]
+    if len(ends) > 1:  # the last phase grows the cache: the previous one is held beside it meanwhile
+        slots += s.max_prompt_len + ends[-2]
+    kv = 2 * model.num_layers * rows_here * model.num_kv_heads * model.head_dim * slots
     out = {"params": params, "optimizer": 2 * params, "reference": params if config.grpo.beta else 0,
            "gradients": params, "decode_weights": decode, "kv_cache": kv * cache_item}
     held = out["params"] + out["optimizer"] + out["reference"]

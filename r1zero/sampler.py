@@ -442,7 +442,8 @@ def sample(model: Decoder, prompts: Sequence[str | Sequence[int]], key: jax.Arra
     if layout != "train":
         state = _relayout(state, layout)
     mesh = mesh or _mesh_of(state)
-    generate = _generate if len(phase_ends(config.max_new_tokens)) == 1 else _decode_in_phases
+    phased = config.decode_phases and len(phase_ends(config.max_new_tokens)) > 1
+    generate = _decode_in_phases if phased else _generate
     *per_row, steps = generate(graphdef, state, *rows_to_global((prompt_PxL, mask_PxL), mesh), key, table, length,
                                config=config, eos_ids=eos_ids, stops=stops, pad_id=pad_id, mesh=mesh)
     tokens, mask, logp, reason = rows_to_local(tuple(per_row), mesh)

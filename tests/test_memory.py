@@ -40,3 +40,19 @@ def test_every_item_is_the_size_of_what_it_counts():
     assert got["rollout_peak"] == pytest.approx(4 * split + whole + got["kv_cache"])
     no_ref = dataclasses.replace(config, grpo=GRPOConfig(beta=0.0))
     assert memory.per_device(no_ref, MODEL, mesh)["reference"] == 0
+
+
+def test_decoding_in_phases_counts_the_cache_the_last_phase_grows_from():
+    """64 new tokens decode in phases ending at 32 and 64: growing the cache to 16 + 64 slots holds
+    the 16 + 32 slot cache beside it; one phase holds only the full cache."""
+    sampling = SamplingConfig(num_samples=2, max_prompt_len=16, max_new_tokens=64)
+    mesh = {"data": 1, "fsdp": 1, "tensor": 1}
+
+    def nbytes(slots):
+        cache = KVCache.create(MODEL, 8, slots)
+        return sum(x.nbytes for x in (*cache.k, *cache.v))
+
+    for phases, expected in ((True, nbytes(16 + 64) + nbytes(16 + 32)), (False, nbytes(16 + 64))):
+        config = TrainConfig(model=MODEL, prompts_per_rollout=4,
+                             sampling=dataclasses.replace(sampling, decode_phases=phases))
+        assert memory.per_device(config, MODEL, mesh)["kv_cache"] * memory.GIB == expected

@@ -200,6 +200,9 @@ def test_decoding_in_phases_gives_the_tokens_of_one_phase(setup, monkeypatch, st
     np.testing.assert_allclose(phased.logprobs, one.logprobs, atol=1e-5)
     assert phased.finish_reason == one.finish_reason and phased.texts == one.texts
     assert phased.decode_steps == one.decode_steps
+    monkeypatch.undo()  # decode_phases=False is the one-phase program too
+    off = sample(model, PROMPTS[:2], jax.random.key(0), dataclasses.replace(config, decode_phases=False), tok)
+    np.testing.assert_array_equal(off.completion_tokens, one.completion_tokens)
 
 
 def test_stop_string_spanning_tokens_and_ending_inside_one(setup):

@@ -344,24 +344,31 @@ def accelerator_peak_mb(lib: str) -> dict:
 # The orchestration: points x rounds x libraries, each run a subprocess.
 
 
+PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12}  # dense FLOP/s by device name
+
+
+def best_seconds(fn, x, repeats: int = 5) -> float:
+    """The fastest of `repeats` timed calls of a jitted fn(x), after one that compiles."""
+    fn(x).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn(x).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def peak_flops() -> tuple[float, str]:
     """(FLOP/s, what it is): a GPU's bf16 dense peak by name, or this CPU's measured float32 matmul."""
     import jax
     import jax.numpy as jnp
 
     kind = jax.devices()[0].device_kind
-    for name, flops in (("H200", 989e12), ("H100", 989e12), ("A100", 312e12)):
+    for name, flops in PEAK_BF16.items():
         if name in kind:
             return flops, f"{kind} bf16 dense peak"
-    a = jnp.ones((2048, 2048), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    best = float("inf")
-    for _ in range(5):
-        t = time.perf_counter()
-        f(a).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-    return 2 * 2048**3 / best, f"{kind} float32 matmul measured here"
+    seconds = best_seconds(jax.jit(lambda x: x @ x), jnp.ones((2048, 2048), jnp.float32))
+    return 2 * 2048**3 / seconds, f"{kind} float32 matmul measured here"
 
 
 def update_flops(shape: str, rows: int, completion_tokens: float) -> float:
@@ -452,6 +459,9 @@ def main(argv=None) -> None:
         return
     if args.warmup < 1 or args.steps <= args.warmup or args.rounds < 1:
         raise SystemExit("--warmup must be at least 1, --steps more than --warmup, --rounds at least 1")
+    if args.prompts < 1 or args.G < 2 or args.max_new < 1:
+        raise SystemExit("--prompts must be at least 1, --G at least 2 (a group of one has no advantage), "
+                         "--max-new at least 1")
     pythons = {"r1zero": sys.executable, "trl": args.trl_python, "tunix": args.tunix_python}
     for lib, py in pythons.items():
         if py and not Path(py).is_file():
@@ -495,6 +505,9 @@ def main(argv=None) -> None:
         with open(args.out, "a") as f:
             for row in rows:
                 f.write(json.dumps({"kind": "summary", "machine": machine, **row}) + "\n")
+    failed = len(points) * args.rounds * len(libs) - len(records)
+    if failed:
+        raise SystemExit(f"{failed} run(s) failed; see {log}")
 
 
 if __name__ == "__main__":

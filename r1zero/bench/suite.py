@@ -29,9 +29,6 @@ import time
 import traceback
 from pathlib import Path
 
-PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
-
-
 def emit(out: Path, row: dict) -> None:
     print(json.dumps(row), flush=True)
     with open(out, "a") as f:
@@ -43,28 +40,10 @@ def copy_bandwidth() -> float:
     import jax
     import jax.numpy as jnp
 
+    from r1zero.bench.grpo_step import best_seconds
+
     n = (1 << 28) if jax.default_backend() != "cpu" else (1 << 24)  # 1 GiB / 64 MiB of float32
-    x = jnp.ones((n,), jnp.float32)
-    f = jax.jit(lambda a: a * 1.0000001)
-    f(x).block_until_ready()
-    best = float("inf")
-    for _ in range(5):
-        t = time.perf_counter()
-        f(x).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-    return 2 * 4 * n / best
-
-
-def peak_flops(dtype: str) -> tuple[float, str]:
-    import jax
-
-    kind = jax.devices()[0].device_kind
-    for name, flops in PEAK_BF16.items():
-        if name in kind:
-            return flops, f"{name} bf16 dense"
-    from r1zero.bench.grpo_step import peak_flops as measured
-
-    return measured()
+    return 2 * 4 * n / best_seconds(jax.jit(lambda a: a * 1.0000001), jnp.ones((n,), jnp.float32))
 
 
 def sampler_section(out: Path, tiny: bool, dtype: str) -> None:
@@ -147,7 +126,9 @@ def train_section(out: Path, tiny: bool, dtype: str) -> None:
                                     + c.num_heads * c.head_dim * c.hidden_size + 3 * c.hidden_size * c.intermediate_size
                                     + 2 * c.num_heads * c.head_dim * T / 2) + 2 * c.hidden_size * c.vocab_size
     flops = 3 * per_token * B * T
-    peak, what = peak_flops(dtype)
+    from r1zero.bench.grpo_step import peak_flops
+
+    peak, what = peak_flops()
     best = min(times)
     emit(out, {"section": "train", "size": size, "dtype": dtype, "rows": B, "tokens_per_row": T, "step_s": best,
                "compile_s": compile_s, "tokens_per_s": B * T / best, "model_tflop_s": flops / best / 1e12,

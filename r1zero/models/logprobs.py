@@ -55,7 +55,7 @@ def per_token_logprobs(
         model, h_BxTxD[:, first - 1 : -1], tokens_BxT[:, first:], temperature, chunk_tokens
     )
     scored_BxW1 = mask_BxT[:, first:] & mask_BxT[:, first - 1 : -1]
-    pad = jnp.zeros_like(logp_BxW1[:, : first - start])
+    pad = jnp.zeros((logp_BxW1.shape[0], first - start), logp_BxW1.dtype)
     logp_BxW = jnp.concatenate([pad, jnp.where(scored_BxW1, logp_BxW1, 0.0)], axis=1)
     ent_BxW = jnp.concatenate([pad, jnp.where(scored_BxW1, ent_BxW1, 0.0)], axis=1)
     return logp_BxW, ent_BxW
@@ -68,6 +68,8 @@ def logprobs_from_hidden(
     over time; chunks keep the whole batch so a batch-sharded input stays sharded. Within one chunk
     there is nothing to save: its logits are kept for the backward pass, not recomputed."""
     B, T, D = h_BxTxD.shape
+    if T == 0:  # a one-token sequence has nothing to score
+        return jnp.zeros((B, 0), jnp.float32), jnp.zeros((B, 0), jnp.float32)
     U = -(-T // max(1, min(T, chunk_tokens // B)))
     C = -(-T // U)  # U chunks as even as they go: at most U - 1 padded positions
 

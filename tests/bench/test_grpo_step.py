@@ -82,5 +82,7 @@ def test_bad_arguments_are_refused(tmp_path):
         gs.main(["--sweep", "everything", "--work", str(tmp_path)])
     with pytest.raises(SystemExit, match="no such file"):
         gs.main(["--trl-python", str(tmp_path / "missing"), "--work", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--G at least 2"):
+        gs.main(["--G", "1", "--work", str(tmp_path)])
     with pytest.raises(SystemExit, match="--warmup"):
         gs.main(["--steps", "1", "--work", str(tmp_path)])

@@ -115,6 +115,11 @@ def test_logprobs_from_a_start_column_are_the_full_passs_columns(model, start):
         per_token_logprobs(model, tokens, mask, start=11)
 
 
+def test_a_one_token_sequence_has_nothing_to_score(model):
+    logp, ent = per_token_logprobs(model, jnp.zeros((2, 1), jnp.int32), jnp.ones((2, 1), bool))
+    assert logp.shape == ent.shape == (2, 1) and not np.asarray(logp).any()
+
+
 def test_logprobs_reject_zero_temperature(model):
     with pytest.raises(ValueError, match="temperature"):
         per_token_logprobs(model, jnp.zeros((1, 4), jnp.int32), jnp.ones((1, 4), bool), 0.0)
