@@ -371,7 +371,7 @@ def _decode_in_phases(graphdef, state, prompt_PxL, prompt_mask_PxL, key, table, 
         for end in ends:
             s, live = _phase(graphdef, state, s, table, length, end=end, slots=Lp + end, **static)
             live, rows = int(live), s["rows"].shape[0]
-            if live == 0:
+            if live == 0 or end == ends[-1]:  # nothing left to decode
                 break
             while rows % 2 == 0 and rows // 2 >= live:
                 rows //= 2
