@@ -371,14 +371,13 @@ def peak_flops() -> tuple[float, str]:
     return 2 * 2048**3 / seconds, f"{kind} float32 matmul measured here"
 
 
-def update_flops(shape: str, rows: int, completion_tokens: float) -> float:
-    """Model FLOPs of one update: forward + backward (x3) over prompt + completion tokens for the
-    layers and attention, the output layer over the completion tokens only."""
-    s = SHAPES[shape]
+def update_flops(s: dict, rows: int, completion_tokens: float, prompt_len: int = PROMPT_LEN) -> float:
+    """Model FLOPs of one update of a model with HF config `s`: forward + backward (x3) over prompt +
+    completion tokens for the layers and attention, the output layer over the completion tokens only."""
     D, F, L, H, K, Dh, V = (s[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
                                            "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size"))
     per_token_layer = 2 * (D * (H + 2 * K) * Dh + H * Dh * D + 3 * D * F)
-    T = PROMPT_LEN + completion_tokens / rows
+    T = prompt_len + completion_tokens / rows
     attention = 2 * 2 * H * Dh * T / 2  # scores and values against ~T/2 earlier positions on average
     tokens = rows * T
     return 3 * (tokens * L * (per_token_layer + attention) + completion_tokens * 2 * D * V)
@@ -414,7 +413,7 @@ def summarize(records: list[dict], points: list[Point], peak: float) -> list[dic
                 "point": point.name, "lib": lib, "step_s": med(step), "step_min": min(step), "step_max": max(step),
                 "gen_s": med(gen), "logprob_s": med(lp), "update_s": med(upd),
                 "completion_tokens": statistics.mean(toks), "tokens_per_s": statistics.mean(toks) / med(step),
-                "update_mfu": update_flops(point.shape, point.prompts * point.G, statistics.mean(toks)) / med(upd) / peak,
+                "update_mfu": update_flops(SHAPES[point.shape], point.prompts * point.G, statistics.mean(toks)) / med(upd) / peak,
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in recs),
                 "device_peak_mb": max((r.get("device_peak_mb", 0) for r in recs), default=0) or None,
                 "samples": len(step)})

@@ -50,9 +50,11 @@ def sampler_section(out: Path, tiny: bool, dtype: str) -> None:
     import jax
     import numpy as np
 
+    from flax import nnx
+
     from r1zero.bench import rollout
     from r1zero.config import MeshConfig, SamplingConfig
-    from r1zero.models import create_model, hf
+    from r1zero.models import create_model, hf, param_count
     from r1zero.sharding import make_mesh
 
     sizes, batches, Lp, N, repeats = (["tiny"], [2, 4], 8, 8, 1) if tiny else (["0.5b", "1.5b"], [16, 64, 256], 128, 256, 1)
@@ -67,7 +69,7 @@ def sampler_section(out: Path, tiny: bool, dtype: str) -> None:
         config = dataclasses.replace(rollout.SIZES[size], param_dtype=dtype, compute_dtype=dtype)
         model = create_model(config, make_mesh(MeshConfig()), seed=0)
         itemsize = np.dtype(jax.numpy.dtype(dtype)).itemsize
-        weight_bytes = sum(x.size for x in jax.tree.leaves(__import__("flax").nnx.state(model))) * itemsize
+        weight_bytes = param_count(nnx.state(model)) * itemsize
         with tempfile.TemporaryDirectory() as tmp:
             if with_hf:
                 hf.save_model(model, tmp)
@@ -121,13 +123,10 @@ def train_section(out: Path, tiny: bool, dtype: str) -> None:
         params, opt_state, stats = step(params, opt_state, batch)
         jax.block_until_ready(stats)
         times.append(time.perf_counter() - t0)
-    c = config
-    per_token = 2 * c.num_layers * (c.hidden_size * (c.num_heads + 2 * c.num_kv_heads) * c.head_dim
-                                    + c.num_heads * c.head_dim * c.hidden_size + 3 * c.hidden_size * c.intermediate_size
-                                    + 2 * c.num_heads * c.head_dim * T / 2) + 2 * c.hidden_size * c.vocab_size
-    flops = 3 * per_token * B * T
-    from r1zero.bench.grpo_step import peak_flops
+    from r1zero.bench.grpo_step import peak_flops, update_flops
+    from r1zero.models.hf import hf_config_dict
 
+    flops = update_flops(hf_config_dict(config), B, B * T, prompt_len=0)  # every token is trained on
     peak, what = peak_flops()
     best = min(times)
     emit(out, {"section": "train", "size": size, "dtype": dtype, "rows": B, "tokens_per_row": T, "step_s": best,

@@ -42,7 +42,7 @@ def test_update_flops_count_every_weight_three_times_per_token():
     rows, completion = 64, 64 * 64
     tokens = rows * (gs.PROMPT_LEN + 64)
     no_attention = 6 * layer_weights * tokens + 6 * model.embed[...].size * completion
-    got = gs.update_flops("small", rows, completion)
+    got = gs.update_flops(gs.SHAPES["small"], rows, completion)
     attention = got - no_attention
     assert 0 < attention < 0.05 * got  # scores and values: a few percent at 96 tokens
 
