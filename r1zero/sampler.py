@@ -207,7 +207,7 @@ def _stop_hit(buf_BxM, token_B, table_VxW, length_V, stops: tuple[bytes, ...]):
 
 
 # ---------------------------------------------------------------------------------------------------
-# The jitted program.
+# The jitted programs: one over the whole cache, or one per decode phase.
 
 
 MIN_PHASE = 32  # decoding in phases: the first covers this many new tokens at least

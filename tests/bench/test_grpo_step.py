@@ -27,6 +27,16 @@ def test_prompts_are_exactly_32_tokens_and_round_trip(work):
         assert len(ids) == gs.PROMPT_LEN and tok.decode(ids) == text and gs.EOS_ID not in ids
 
 
+def test_the_benchmarks_qwen_shape_is_the_rollout_benchmarks():
+    """grpo_step keeps its shapes as HF config dicts (its peers import it without jax); the 0.5B one
+    must be the shape the other benchmarks call Qwen2.5-0.5B."""
+    from r1zero.bench.rollout import SIZES
+    from r1zero.models.hf import hf_config_dict
+
+    hf = hf_config_dict(SIZES["0.5b"])
+    assert gs.SHAPES["qwen2.5-0.5b"] == {k: hf[k] for k in gs.SHAPES["qwen2.5-0.5b"]}
+
+
 def test_update_flops_count_every_weight_three_times_per_token():
     """6 x weights x tokens for the layers (prompt + completion) and for the output layer (completion
     only), plus attention: checked against the parameter count of the model r1zero builds."""
