@@ -184,7 +184,7 @@ def _eval(args: argparse.Namespace) -> str:
     import shlex
     from pathlib import Path
 
-    from r1zero import eval_run, rewards
+    from r1zero import eval_run
 
     if args.model and args.compare:
         raise UserError("give --model or --compare, not both")
@@ -195,13 +195,12 @@ def _eval(args: argparse.Namespace) -> str:
         raise UserError("give --model (a model directory, Hub id or run[@step]) or --compare BASE OTHER ...")
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be at least 1, got {args.limit}")
-    if not 1 <= args.n <= 4096:
-        raise UserError(f"--n must be between 1 and 4096, got {args.n}")
+    if not 0 <= args.n <= 4096:
+        raise UserError(f"--n must be between 0 (greedy only) and 4096, got {args.n}")
     config = eval_run.base_config(models, args.task, args.set)
     ints = lambda text, what: sorted({_int(x, what) for x in text.split(",") if x.strip()})
     n = args.n
-    votes = config.task.accuracy_reward in rewards.ANSWER_KEYS
-    ks = ints(args.k, "--k") if args.k else sorted({1, n} | {k for k in (4, 16, 64) if k < n}) if votes else []
+    ks = ints(args.k, "--k") if args.k else sorted({1, n} | {k for k in (4, 16, 64) if k < n}) if n else []
     budgets = [(lo, args.max_think_tokens) for lo in (ints(args.min_think_tokens, "--min-think-tokens") or [0])]
     sampling = config.sampling
     if args.temperature is not None:
@@ -318,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override e.g. task.difficulty=3")
     p.add_argument("--split", default=None, help="held-out split (default: the task's eval_split)")
     p.add_argument("--limit", type=int, default=None, help="the first N problems")
-    p.add_argument("--n", type=int, default=16, help="samples per problem")
+    p.add_argument("--n", type=int, default=16, help="samples per problem (0: the greedy completion only)")
     p.add_argument("--k", default=None, help="comma-separated k for pass@k and maj@k (default 1,4,16,... up to n)")
     p.add_argument("--template", default=None, help="comma-separated templates to compare (default: the task's)")
     p.add_argument("--temperature", type=float, default=None)

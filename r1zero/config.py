@@ -238,7 +238,7 @@ class TaskConfig:
     """What a run trains on: a dataset (a tfds builder read with grain), a prompt template, and
     weighted rewards. Dataset knobs are shared by name; each dataset documents which it reads."""
 
-    dataset: str = "digits"  # digits | countdown | arithmetic | multiply | gsm8k | math | jsonl | reasoning_gym:<name>
+    dataset: str = "digits"  # digits | countdown | arithmetic | multiply | gsm8k | math | jsonl | code | humaneval | reasoning_gym:<name>
     template: str = "plain"  # plain | r1zero | dialogue | direct | step_by_step | qwen_math | chat
     rewards: tuple[str, ...] = ("exact_match",)
     reward_weights: tuple[float, ...] = (1.0,)
@@ -250,10 +250,11 @@ class TaskConfig:
     operation: str = "max"  # digits: max|min|first|last|sum_mod10; arithmetic: add|mul|chain
     max_number: int = 100  # countdown
     max_target: int = 1000  # countdown
-    path: str = ""  # jsonl: the file; gsm8k/math: the manual_dir with train/test files
+    path: str = ""  # jsonl, code: the file; gsm8k/math: the manual_dir with train/test files
     prompt_field: str = "prompt"  # jsonl
     answer_field: str = "answer"  # jsonl
     data_dir: str = ""  # where tfds materialises datasets; empty: <workdir>/data
+    max_could_not_score: float = 0.5  # a rollout with a larger share of rows no reward could score stops the run
 
     def __post_init__(self):  # the dataset, template and reward names are checked by train.check_config
         _need(len(self.rewards) == len(self.reward_weights), "task.reward_weights",
@@ -263,6 +264,44 @@ class TaskConfig:
               "finite numbers, not all 0", self.reward_weights)
         for name in ("train_size", "eval_size", "difficulty", "max_number", "max_target"):
             _need(getattr(self, name) >= 1, f"task.{name}", ">= 1", getattr(self, name))
+        _need(_finite(self.max_could_not_score) and 0 <= self.max_could_not_score <= 1, "task.max_could_not_score",
+              "in [0, 1]", self.max_could_not_score)
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeConfig:
+    """The code reward (r1zero.rewards.code) and the sandbox its programs run in (r1zero.sandbox)."""
+
+    isolation: str = "bwrap"  # bwrap | process: weaker (limits and a uid, no namespaces), flagged in the logs and run record
+    workers: int = 0  # executions at once; 0: the machine's CPU count
+    timeout_s: float = 20.0  # wall clock of one execution (all of one program's tests), enforced from outside
+    test_timeout_s: float = 4.0  # one test: a call of the function, or one stdin/stdout case
+    batch_timeout_s: float = 120.0  # one scoring call; executions left when it runs out "could not run"
+    cpu_s: int = 10  # RLIMIT_CPU of each process in the sandbox
+    memory_mb: int = 1024  # RLIMIT_AS of each process
+    processes: int = 32  # RLIMIT_NPROC of the sandbox's uid
+    file_mb: int = 16  # RLIMIT_FSIZE
+    open_files: int = 64  # RLIMIT_NOFILE
+    tmp_mb: int = 64  # the private /tmp of one execution
+    output_bytes: int = 1 << 20  # the harness's output kept per execution (stdio tasks share it between cases)
+    uid: int = 100000  # when r1zero runs as root: worker i of process p runs as uid + 128 * (p % 4096) + i
+    python: str = ""  # the interpreter inside; empty: the base interpreter of this one
+    extract: str = "answer"  # answer: the last ```python block in <answer> (or the whole answer) | block: the last block anywhere
+    partial_credit: bool = True  # reward: the passed fraction; False: 1 only when every test passes
+
+    def __post_init__(self):
+        _need(self.isolation in ("bwrap", "process"), "code.isolation", "bwrap or process", self.isolation)
+        _need(self.extract in ("answer", "block"), "code.extract", "answer or block", self.extract)
+        _need(0 <= self.workers <= 128, "code.workers", "in [0, 128]", self.workers)
+        for name in ("timeout_s", "test_timeout_s", "batch_timeout_s"):
+            _need(_finite(getattr(self, name)) and getattr(self, name) > 0, f"code.{name}", "> 0", getattr(self, name))
+        for name in ("cpu_s", "memory_mb", "processes", "file_mb", "open_files", "tmp_mb", "output_bytes"):
+            _need(getattr(self, name) >= 1, f"code.{name}", ">= 1", getattr(self, name))
+        _need(self.memory_mb >= 64, "code.memory_mb", ">= 64 (a Python interpreter needs that much)", self.memory_mb)
+        _need(self.open_files >= 16, "code.open_files", ">= 16 (the harness's own pipes)", self.open_files)
+        _need(self.processes >= 4, "code.processes", ">= 4 (the harness, the program, the sandbox's init)",
+              self.processes)
+        _need(1000 <= self.uid < 2**31 - 2**20, "code.uid", "an unprivileged uid in [1000, 2**31 - 2**20)", self.uid)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,8 +350,8 @@ class EvalConfig:
     majority voting (maj@k) for each k in `ks`, best-of-N under the `best_of` rewards, 95% bootstrap
     intervals, and budget forcing (s1) when `min_think_tokens` or `max_think_tokens` is set."""
 
-    samples: int = 1  # n: sampled completions per problem
-    ks: tuple[int, ...] = ()  # pass@k and maj@k for these k (each at most `samples`)
+    samples: int = 1  # n: sampled completions per problem; 0: the greedy completion only
+    ks: tuple[int, ...] = ()  # pass@k and maj@k (when the accuracy reward has answers to vote on) for these k (each at most `samples`)
     greedy: bool = True
     best_of: tuple[str, ...] = ()  # rewards that rank a problem's samples (best-of-N)
     vote_subsets: int = 64  # maj@k for k < n: the mean over this many random k-subsets (all, if fewer)
@@ -323,8 +362,10 @@ class EvalConfig:
     extend_with: str = " Wait,"
 
     def __post_init__(self):
-        for name in ("samples", "vote_subsets", "bootstrap"):
+        for name in ("vote_subsets", "bootstrap"):
             _need(getattr(self, name) >= 1, f"evaluation.{name}", ">= 1", getattr(self, name))
+        _need(self.samples >= 1 or (self.samples == 0 and self.greedy), "evaluation.samples",
+              ">= 1, or 0 (greedy only) with evaluation.greedy", self.samples)
         for name in ("batch_problems", "min_think_tokens", "max_think_tokens"):
             _need(getattr(self, name) >= 0, f"evaluation.{name}", ">= 0", getattr(self, name))
         _need(all(1 <= k <= self.samples for k in self.ks), "evaluation.ks",
@@ -353,6 +394,7 @@ class TrainConfig:
     mesh: MeshConfig = MeshConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     evaluation: EvalConfig = EvalConfig()
+    code: CodeConfig = CodeConfig()
     seed: int = 0
     steps: int = 100
     prompts_per_rollout: int = 16

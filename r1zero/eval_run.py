@@ -74,8 +74,10 @@ def base_config(models: Sequence[str], task: str | None, overrides: Sequence[str
         config = dataclasses.replace(config, task=dataclasses.replace(config.task, dataset=task))
     elif not run:
         raise UserError("--task is needed when no model is a run directory (e.g. --task gsm8k)")
-    if not run:
-        config = dataclasses.replace(config, task=TaskConfig(dataset=config.task.dataset))
+    if not run:  # a code dataset is scored by running its programs
+        accuracy = "code" if config.task.dataset in ("humaneval", "code") else "exact_match"
+        config = dataclasses.replace(config, task=TaskConfig(dataset=config.task.dataset, rewards=(accuracy,),
+                                                             accuracy_reward=accuracy))
     return apply_overrides(config, list(overrides))
 
 
@@ -84,7 +86,7 @@ def problems(config: TrainConfig, data_dir: Path, limit: int | None) -> list[dic
     from r1zero.data import load_task
 
     task = dataclasses.replace(config.task, template="plain")  # each variant renders its own template
-    _, held_out = load_task(task, config.seed, data_dir, 1)
+    _, held_out = load_task(task, config.seed, data_dir, 1, train=False)
     return held_out[:limit] if limit else held_out
 
 
@@ -214,7 +216,7 @@ def _write_results(out: Path, variants: list[Variant], config: TrainConfig, comm
             raise MissingFileError(f"{out}/eval_samples.jsonl lacks chunks of {v.label}")
         results[v.label] = summarize(rows, config)
         curves[v.label] = [float(np.mean([pass_at_k(n, sum(r["correct"]), k) for r in rows])) for k in range(1, n + 1)]
-        solved[v.label] = {r["id"] for r in rows if any(r["correct"])}
+        solved[v.label] = {r["id"] for r in rows if any(r["correct"]) or (n == 0 and r.get("greedy_correct"))}
     report = {"command": command, "seed": config.seed, "task": json.loads(json.dumps(to_dict(config.task))),
               "evaluation": json.loads(json.dumps(to_dict(config.evaluation))),
               "models": {p.stem[len("model-"):]: read_json(p) for p in sorted(out.glob("model-*.json"))},
@@ -234,6 +236,8 @@ def compare(variants: list[Variant], curves: dict[str, list[float]], solved: dic
     out = {}
     for v in variants[1:]:
         b, t = np.asarray(curves[base]), np.asarray(curves[v.label])
+        if not len(b):  # greedy only: no pass@k curve
+            b, t = np.asarray([len(solved[base])]), np.asarray([len(solved[v.label])])
         ahead = "tie" if b[0] == t[0] else "base" if b[0] > t[0] else "this"
         catch = np.flatnonzero(b >= t)
         out[v.label] = {"vs": base, "ahead_at_k1": ahead,

@@ -29,15 +29,16 @@ MODES = ("greedy", "sampled")
 THINK_END = "</think>"
 
 
-def metric_names(spec: EvalConfig = EvalConfig()) -> list[str]:
-    """The names `summarize` reports for `spec` (what checkpoint.best_metric may name)."""
+def metric_names(spec: EvalConfig = EvalConfig(), votes: bool = True) -> list[str]:
+    """The names `summarize` reports for `spec` (what checkpoint.best_metric may name); maj@k only
+    with `votes` (an accuracy reward with an answer key: not code)."""
     stats = list(text_stats(["x"], np.ones(1), [True], [True]))
-    names = [f"eval/{mode}_{k}" for mode in MODES for k in stats]
-    names += [f"eval/{m}@{k}" for k in spec.ks for m in ("pass", "maj")]
-    names += [f"eval/best_of_{spec.samples}/{r}" for r in spec.best_of]
+    names = [f"eval/{mode}_{k}" for mode in (MODES if spec.samples else ("greedy",)) for k in stats]
+    names += [f"eval/{m}@{k}" for k in spec.ks for m in (("pass", "maj") if votes else ("pass",))]
+    names += [f"eval/best_of_{spec.samples}/{r}" for r in spec.best_of if spec.samples]
     if spec.samples > 1:
         names += ["eval/pass@1_ci_low", "eval/pass@1_ci_high", "eval/could_not_score"]
-        names += [f"eval/maj@{k}_ci_{end}" for k in spec.ks for end in ("low", "high")]
+        names += [f"eval/maj@{k}_ci_{end}" for k in spec.ks for end in ("low", "high") if votes]
     return names
 
 
@@ -88,11 +89,17 @@ def _chunk_rows(model, tok, examples, config: TrainConfig, key, mesh) -> list[di
         if mode == "greedy" and not spec.greedy:
             continue
         G = 1 if mode == "greedy" else spec.samples
+        if G == 0:  # greedy only
+            for row in rows:
+                row.update(samples=[], correct=[], answers=[], lengths=[], format=[], unscored=0,
+                           best_of={r: [] for r in spec.best_of})
+            continue
         scfg = dataclasses.replace(config.sampling, num_samples=G,
                                    temperature=0.0 if mode == "greedy" else config.sampling.temperature)
         texts, lengths = _complete([ex["prompt"] for ex in examples], key, scfg, spec, model, tok, mesh)
         repeated = [ex for ex in examples for _ in range(G)]
-        parts = rewards.score(texts, repeated, {}, measure=(acc, "format", *spec.best_of)).parts
+        parts = rewards.score(texts, repeated, {}, rewards.Context(seed=config.seed, code=config.code),
+                              measure=(acc, "format", *spec.best_of)).parts
         correct, formatted = rewards.passed(parts[acc]), rewards.passed(parts["format"])
         for p, row in enumerate(rows):
             mine = slice(p * G, (p + 1) * G)
@@ -124,12 +131,16 @@ def summarize(rows: list[dict], config: TrainConfig) -> dict[str, float]:
         out.update(text_stats([r["greedy"] for r in rows], np.asarray([r["greedy_length"] for r in rows]),
                               [r["greedy_correct"] for r in rows], [r["greedy_format"] for r in rows],
                               prefix="eval/greedy_"))
+    n = spec.samples
+    if n == 0:  # greedy only
+        return out
     flat = lambda key: [x for r in rows for x in r[key]]
     out.update(text_stats(flat("samples"), np.asarray(flat("lengths")), flat("correct"), flat("format"),
                           prefix="eval/sampled_"))
-    n = spec.samples
     for k in spec.ks:
         out[f"eval/pass@{k}"] = float(np.mean([pass_at_k(n, sum(r["correct"]), k) for r in rows]))
+        if config.task.accuracy_reward not in rewards.ANSWER_KEYS:  # nothing to vote with (code)
+            continue
         maj = np.asarray([maj_at_k(r["answers"], r["correct"], k, np.random.default_rng([config.seed, k, i]),
                                    spec.vote_subsets) for i, r in enumerate(rows)])  # subsets: per (seed, k, problem)
         out[f"eval/maj@{k}"] = float(maj.mean())

@@ -46,7 +46,7 @@ def score(samples: Samples, examples: list[dict], config: TrainConfig, step: int
     """The task's weighted rewards (plus DAPO's overlong penalty), with the accuracy and format
     checks measured alongside for the metrics."""
     weights = dict(zip(config.task.rewards, config.task.reward_weights))
-    scored = rewards.score(samples.texts, examples, weights, rewards.Context(seed=config.seed, step=step),
+    scored = rewards.score(samples.texts, examples, weights, rewards.Context(seed=config.seed, step=step, code=config.code),
                            measure=(config.task.accuracy_reward, "format"))
     if config.grpo.overlong_cache:
         lengths_B = samples.completion_mask.sum(1)

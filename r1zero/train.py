@@ -240,6 +240,7 @@ class Trainer:
         t0, data_before = time.perf_counter(), self.prompts.get_state()
         key = stream_key(self.config.seed, "rollout", state.rollout)
         ro = collect_rollout(self.model(state.params), self.tok, self.prompts, key, self.config, state.step, self.mesh)
+        check_could_not_score(ro.scored, self.config.task.max_could_not_score, state.rollout)
         arrays = train_arrays(ro, self.config)
         if self.config.grpo.recompute_old_logprobs:
             arrays["old_logp"] = self.logprobs(state.params, arrays)
@@ -504,14 +505,23 @@ def check_config(config: TrainConfig, model_path: Path | None = None) -> None:
             rewards.get(name)
         except UserError as e:
             raise UserError(f"evaluation.best_of: {e}") from None
-    if config.evaluation.ks:
-        try:
-            rewards.get_answer_key(config.task.accuracy_reward)
-        except UserError as e:
-            raise UserError(f"evaluation.ks (maj@k): {e}") from None
+    if "code" in (*config.task.rewards, config.task.accuracy_reward, *config.evaluation.best_of):
+        from r1zero.rewards.code import sandbox
+
+        sandbox(config.code)  # started and probed now: a machine where it cannot run fails before the run directory
     if model_path is not None:  # a model section that names another architecture fails before the run directory
         hf.run_model_config(model_path, config.model)
     check_task(config.task, model_path)
+
+
+def check_could_not_score(scored: rewards.Scored, limit: float, rollout: int) -> None:
+    """Stops the run when more than `limit` of a rollout's rows could not be scored (a broken
+    sandbox or checker would otherwise train on ever fewer rows, silently)."""
+    bad, rows = int((~scored.valid).sum()), len(scored.valid)
+    if bad > limit * rows:
+        reasons = sorted({r for r in scored.reasons if r})
+        raise UserError(f"rollout {rollout}: {bad} of {rows} completions could not be scored (over "
+                        f"task.max_could_not_score={limit}); first reasons: {reasons[:3]}")
 
 
 def check_against_model(config: TrainConfig, tok: Tokenizer, examples: list[dict]) -> None:
@@ -531,7 +541,7 @@ def check_against_model(config: TrainConfig, tok: Tokenizer, examples: list[dict
         if length > s.max_prompt_len:
             raise UserError(f"sampling.max_prompt_len ({s.max_prompt_len}) is shorter than prompt {ex!r} "
                             f"({length} tokens); raise it, or set sampling.truncate_prompts to cut prompts from the left")
-    names = metric_names(config.evaluation)
+    names = metric_names(config.evaluation, votes=config.task.accuracy_reward in rewards.ANSWER_KEYS)
     if config.checkpoint.best_metric and config.checkpoint.best_metric not in names:
         raise UserError(f"checkpoint.best_metric must be one of the evaluation's metrics ({', '.join(names)}), "
                         f"got {config.checkpoint.best_metric!r}")

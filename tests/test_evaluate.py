@@ -211,6 +211,17 @@ def test_r1zero_eval_writes_resumes_and_refuses_another_request(tmp_path, capsys
     assert code == 2 and "holds another evaluation (changed: config)" in capsys.readouterr().err
 
 
+def test_greedy_only_evaluation_matches_the_greedy_of_a_sampled_one(tmp_path, capsys):
+    base = ["eval", "--model", str(BASE), *EVAL_ARGS]
+    assert main([*base, "--n", "2", "--out", str(tmp_path / "both")]) == 0
+    assert main([*base, "--n", "0", "--out", str(tmp_path / "greedy")]) == 0
+    both, greedy = (json.loads((tmp_path / d / "eval.json").read_text())["results"] for d in ("both", "greedy"))
+    (both,), (greedy,) = both.values(), greedy.values()
+    assert greedy == {k: v for k, v in both.items() if k.startswith("eval/greedy_")}
+    assert set(greedy) == set(metric_names(EvalConfig(samples=0)))
+    assert "pass@1 (mean" not in capsys.readouterr().out.split("written to")[-2]
+
+
 def test_train_evaluates_with_the_same_code_and_names(tmp_path):
     from r1zero.train import train
     from tests.test_train import tiny_config
@@ -267,7 +278,7 @@ def test_a_chunk_counts_only_when_all_its_rows_are_saved_once(tmp_path):
     (["--template", ","], "--template names no template"),
     (["--template", "nope"], "is neither a known template"),
     (["--best-of", "nope"], "evaluation.best_of: unknown reward"),
-    (["--k", "2", "--set", "task.accuracy_reward=format"], "evaluation.ks"),
+    (["--k", "0,2"], "evaluation.ks"),
 ])
 def test_bad_requests_are_named_before_anything_is_written(extra, message, tmp_path, capsys):
     i = EVAL_ARGS.index("--limit")

@@ -19,11 +19,11 @@ RECIPES = sorted((ROOT / "configs" / "recipes").glob("*.py"))
 # Model cards: Qwen2.5-0.5B "0.49B", -1.5B and -Math-1.5B "1.54B", -3B "3.09B", Qwen3-1.7B-Base
 # "1.7B" (1.72B in its safetensors index), Gemma 3 270M "268M" (as the converted GGUF has it).
 PUBLISHED = {"Qwen/Qwen2.5-0.5B": 0.49e9, "Qwen/Qwen2.5-1.5B": 1.54e9, "Qwen/Qwen2.5-Math-1.5B": 1.54e9,
-             "Qwen/Qwen2.5-3B": 3.09e9, "Qwen/Qwen3-1.7B-Base": 1.72e9, "google/gemma-3-270m": 0.268e9}
+             "Qwen/Qwen2.5-3B": 3.09e9, "Qwen/Qwen2.5-Coder-0.5B": 0.49e9, "Qwen/Qwen3-1.7B-Base": 1.72e9, "google/gemma-3-270m": 0.268e9}
 
 
 def test_every_recipe_is_listed_and_names_its_source_aim_and_hardware():
-    assert len(RECIPES) == 6
+    assert len(RECIPES) == 7
     for path in RECIPES:
         text = path.read_text()
         for word in ("Source:", "Aims at:", "Hardware:"):
@@ -44,12 +44,13 @@ def shrink(model: ModelConfig) -> ModelConfig:
                                query_pre_attn_scalar=8 if model.query_pre_attn_scalar else None)
 
 
-def tiny_run(config: TrainConfig, math_dir: Path) -> TrainConfig:
+def tiny_run(config: TrainConfig, math_dir: Path, code_file: Path | None = None) -> TrainConfig:
     """One step of `config` on a tiny random model: its rollout split (minibatches x micro-batches)
     kept, every size that only costs time cut down, prompts cut from the left to fit."""
     rows = config.num_minibatches * config.optim.micro_batches
     task = dataclasses.replace(config.task, train_size=min(config.task.train_size, 64), eval_size=2,
-                               path=str(math_dir) if config.task.dataset == "math" else config.task.path)
+                               path={"math": str(math_dir), "code": str(code_file)}.get(config.task.dataset,
+                                                                                        config.task.path))
     return dataclasses.replace(
         config, model_dir="", model=shrink(config.model), steps=config.num_minibatches, eval_every=0,
         prompts_per_rollout=max(2, rows // 2), task=task,
@@ -67,13 +68,24 @@ def math_dir(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(scope="module")
+def code_file(tmp_path_factory) -> Path:
+    """Code problems in the code format: functions with asserts and a stdin/stdout one."""
+    path = tmp_path_factory.mktemp("code") / "problems.jsonl"
+    rows = [{"prompt": f"Write add{a}(x) returning x + {a}.", "entry_point": f"add{a}",
+             "tests": [f"assert add{a}(1) == {1 + a}", f"assert add{a}(-{a}) == 0"]} for a in range(30)]
+    rows.append({"prompt": "Print the sum of the input's numbers.", "inputs": ["1 2\n"], "outputs": ["3\n"]})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
-def test_each_recipe_runs_a_step_with_its_family_shrunk(path, math_dir, tmp_path):
+def test_each_recipe_runs_a_step_with_its_family_shrunk(path, math_dir, code_file, tmp_path):
     from r1zero.train import train
 
     recipe = load_config_file(str(path))
-    config = tiny_run(recipe, math_dir)
+    config = tiny_run(recipe, math_dir, code_file)
     summary = train(config, tmp_path / "run", progress=False)
     assert summary["steps"] == config.steps and summary["rollouts"] == 1
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -15,15 +15,19 @@ from r1zero.errors import MissingFileError, UserError
 
 
 def load_task(config: TaskConfig, seed: int, data_dir: str | Path, batch_size: int,
-              tokenizer_dir: str | Path | None = None) -> tuple[Any, list[dict]]:
-    """(train iterator of prompt batches, held-out examples), both templated (`prompt` field)."""
+              tokenizer_dir: str | Path | None = None, train: bool = True) -> tuple[Any, list[dict]]:
+    """(train iterator of prompt batches, held-out examples), both templated (`prompt` field);
+    train=False: (None, held-out examples), for datasets that are only held out (humaneval)."""
     from r1zero.data import builders
     from r1zero.data.pipeline import PromptIterator, decode
 
     render(config.template, "x", tokenizer_dir)  # a bad template fails before any data is built
     b = _build(builders, config, seed, config.data_dir or data_dir)
     splits = b.info.splits
-    if "train" not in splits:
+    if config.dataset == "humaneval" and train:
+        raise UserError("task.dataset: humaneval is for evaluation only (its 164 problems are the test split); "
+                        "train on your own problems with task.dataset=code and task.path=FILE.jsonl")
+    if "train" not in splits and train:
         raise UserError(f"dataset {config.dataset!r} has no train split (splits: {sorted(splits)}); "
                          f"does it need task.path?")
     if config.eval_split not in splits:
@@ -34,7 +38,7 @@ def load_task(config: TaskConfig, seed: int, data_dir: str | Path, batch_size: i
 
     held_out_source = b.as_data_source(config.eval_split)
     held_out = [prepare(decode(held_out_source[i])) for i in range(len(held_out_source))]
-    return PromptIterator(b.as_data_source("train"), batch_size, seed, prepare), held_out
+    return (PromptIterator(b.as_data_source("train"), batch_size, seed, prepare) if train else None), held_out
 
 
 def check_task(config: TaskConfig, tokenizer_dir: str | Path | None = None) -> None:
@@ -51,8 +55,8 @@ def check_task(config: TaskConfig, tokenizer_dir: str | Path | None = None) -> N
             raise UserError(f"task.dataset: unknown reasoning_gym dataset {name!r}; known: {known}")
     elif name not in GENERATORS:
         raise UserError(f"task.dataset: unknown dataset {name!r}; known: {sorted(GENERATORS)} and reasoning_gym:<name>")
-    if name == "jsonl" and not config.path:
-        raise UserError("task.path: dataset 'jsonl' needs a file")
+    if name in ("jsonl", "code") and not config.path:
+        raise UserError(f"task.path: dataset {name!r} needs a file")
     if config.path and not Path(config.path).exists():
         raise MissingFileError(f"task.path {config.path} does not exist")
     render(config.template, "x", tokenizer_dir)

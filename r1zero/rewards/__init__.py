@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from r1zero.config import CodeConfig
 from r1zero.errors import UserError
 
 
@@ -26,10 +27,12 @@ class Score:
 
 @dataclasses.dataclass(frozen=True)
 class Context:
-    """What a reward may know besides the text: the run seed and step (for the random control)."""
+    """What a reward may know besides the text: the run seed and step (for the random control), and
+    the code section (the sandbox the code reward runs programs in)."""
 
     seed: int = 0
     step: int = 0
+    code: CodeConfig = CodeConfig()
 
 
 RewardFn = Callable[[Sequence[str], Sequence[dict], Context], list[Score]]
@@ -124,4 +127,4 @@ def passed(values_B: np.ndarray) -> np.ndarray:
 
 
 # Register the built-in rewards.
-from r1zero.rewards import basic, countdown, math  # noqa: E402,F401
+from r1zero.rewards import basic, code, countdown, math  # noqa: E402,F401

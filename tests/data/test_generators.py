@@ -113,7 +113,7 @@ def test_reasoning_gym_and_jsonl(tmp_path):
 
 
 @pytest.mark.parametrize("config, error, message", [
-    (TaskConfig(dataset="gsm9k"), ValueError, r"unknown dataset 'gsm9k'; known: \['arithmetic', 'countdown'"),
+    (TaskConfig(dataset="gsm9k"), ValueError, r"unknown dataset 'gsm9k'; known: \['arithmetic', 'code', 'countdown'"),
     (TaskConfig(dataset="reasoning_gym:nope"), ValueError, "unknown reasoning_gym dataset 'nope'.*known: .*countdown"),
     (TaskConfig(dataset="digits", operation="median"), ValueError, "task.operation: unknown digits operation 'median'"),
     (TaskConfig(dataset="jsonl"), ValueError, "dataset 'jsonl' needs task.path"),

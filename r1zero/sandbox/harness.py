@@ -1,0 +1,305 @@
+"""The test harness: the first program inside the sandbox, loaded before any candidate code; stdlib only.
+
+It reads one job (JSON) from stdin, drops to the sandbox uid (when started as root), sets the
+resource limits, makes itself undumpable (no other process of the uid may read its memory or fds),
+and prints on stdout, the one channel the trusted parent reads:
+
+    START
+    TEST <i> PASS | TEST <i> FAIL <reason as JSON>     (function tasks: one line per test)
+    OUT <i> <JSON: stdout, exit, timeout, truncated>    (stdio tasks: one line per case)
+    LOG <JSON: the tail of the candidate's own output>
+    END <token> <count>
+
+Candidate code never runs in this process. Function tasks: the program runs in child.py, a fresh
+interpreter, and the tests run here, calling the candidate through a proxy that sends arguments and
+receives results as plain data (wire.py). Stdio tasks: the program runs once per case as its own
+process; its output goes back to the parent, which alone holds the expected output. The random
+token reaches only this process and is printed after the last test, so the parent knows every line
+before it came from a harness that ran to the end.
+"""
+
+from __future__ import annotations
+
+import ast
+import ctypes
+import json
+import os
+import resource
+import selectors
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves the script's directory out
+import wire  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORK = "/tmp"
+ENV = {"PATH": "/usr/bin:/bin", "HOME": WORK, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
+
+
+class CandidateError(Exception):
+    """A call of the candidate that did not return a value: it raised, timed out, died or lied."""
+
+
+def main() -> None:
+    global WORK
+    job = json.loads(sys.stdin.buffer.read())
+    WORK = ENV["HOME"] = job["workdir"]
+    if job.get("uid") is not None:
+        os.setgroups([])
+        os.setgid(job["uid"])
+        os.setuid(job["uid"])
+        if os.getuid() != job["uid"] or os.geteuid() != job["uid"]:
+            fail("could not drop to the sandbox uid")
+    set_limits(job["limits"])
+    undumpable()
+    token = job["token"]
+    emit("START")
+    if job["kind"] == "function":
+        count = run_function_tests(job)
+    elif job["kind"] == "stdio":
+        count = run_stdio_cases(job)
+    else:
+        fail(f"unknown kind {job['kind']!r}")
+    emit("LOG " + json.dumps(log_tail()))
+    emit(f"END {token} {count}")
+
+
+def emit(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def fail(reason: str) -> None:
+    """The harness cannot run this job (bad tests, a broken sandbox): not the candidate's fault."""
+    emit("ERROR " + json.dumps(reason[:500]))
+    sys.exit(3)
+
+
+def set_limits(limits: dict) -> None:
+    cpu = int(limits["cpu_s"])
+    for name, value in (("RLIMIT_CORE", 0), ("RLIMIT_CPU", (cpu, cpu + 1)),
+                        ("RLIMIT_AS", limits["memory_mb"] << 20), ("RLIMIT_FSIZE", limits["file_mb"] << 20),
+                        ("RLIMIT_NOFILE", limits["open_files"]), ("RLIMIT_NPROC", limits["processes"])):
+        soft, hard = value if isinstance(value, tuple) else (value, value)
+        resource.setrlimit(getattr(resource, name), (soft, hard))
+
+
+def undumpable() -> None:
+    """PR_SET_DUMPABLE 0: processes of the same uid can no longer ptrace this one or open its
+    /proc/<pid>/{mem,fd,environ}."""
+    if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:
+        fail("prctl(PR_SET_DUMPABLE, 0) failed")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Function tasks: tests here, the candidate in child.py.
+
+
+def test_units(tests) -> tuple[list, list[tuple[object, bool]], str | None]:
+    """(setup code, [(code, is_test)], the check function's parameter name or None).
+
+    `tests` is a list of sources (each one test) or one source: HumanEval's `def check(candidate)`
+    (each top-level statement of its body that contains an assert is one test, the others are steps
+    run in order) or plain statements, split the same way.
+    """
+    if isinstance(tests, list):
+        return [], [(compile(t, f"<test {i}>", "exec"), True) for i, t in enumerate(tests)], None
+    module = ast.parse(tests)
+    check = next((s for s in module.body if isinstance(s, ast.FunctionDef) and s.name == "check"), None)
+    body = check.body if check else module.body
+    setup = [s for s in module.body if s is not check] if check else []
+    units = []
+    for stmt in body:
+        is_test = any(isinstance(node, ast.Assert) for node in ast.walk(stmt))
+        units.append((compile(ast.Module(body=[stmt], type_ignores=[]), "<test>", "exec"), is_test))
+    param = check.args.args[0].arg if check and check.args.args else None
+    setup_code = [compile(ast.Module(body=setup, type_ignores=[]), "<test setup>", "exec")] if setup else []
+    return setup_code, units, param
+
+
+class Candidate:
+    """Stands for the candidate's function in the tests: each call crosses to child.py and back."""
+
+    def __init__(self, job: dict):
+        self.program = job["program"]  # the task's context is already part of it (rewards/code.py)
+        self.entry_point, self.broken, self.process = job["entry_point"], None, None
+        self.deadline = None  # of the test now running
+        self.starts = 0
+
+    def __call__(self, *args, **kwargs):
+        if self.broken:
+            raise CandidateError(self.broken)
+        try:
+            request = {"args": wire.encode(list(args)), "kwargs": wire.encode(kwargs)}
+        except wire.WireError as e:
+            raise CandidateError(f"the test's arguments are not plain data: {e}") from None
+        if self.process is None:
+            self._start()
+        try:
+            wire.send(self.process.stdin.fileno(), request)
+            reply = wire.recv(self.process.stdout.fileno(), self.deadline)
+            if "error" in reply:
+                raise CandidateError(str(reply["error"])[:300])
+            return wire.decode(reply["value"])
+        except TimeoutError:
+            self.stop()
+            raise CandidateError("timed out") from None
+        except (wire.WireError, OSError, KeyError) as e:
+            code = self.stop()
+            raise CandidateError(f"the candidate's process failed ({e}; exit code {code})") from None
+
+    def _start(self) -> None:
+        self.starts += 1
+        self.process = subprocess.Popen([sys.executable, "-I", "-S", "-B", os.path.join(HERE, "child.py")],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                        cwd=WORK, env=ENV, start_new_session=True)
+        try:
+            wire.send(self.process.stdin.fileno(), {"program": self.program, "entry_point": self.entry_point})
+            ready = wire.recv(self.process.stdout.fileno(), self.deadline)
+        except TimeoutError:  # loading it again for the next test would time out again
+            self.broken = "timed out while loading the program"
+            self.stop()
+            raise CandidateError(self.broken) from None
+        except (wire.WireError, OSError) as e:
+            self.broken = f"the program's process failed while loading ({e}; exit code {self.stop()})"
+            raise CandidateError(self.broken) from None
+        if not ready.get("ready"):
+            self.broken = f"the program did not load: {str(ready.get('error'))[:300]}"
+            self.stop()
+            raise CandidateError(self.broken)
+
+    def stop(self) -> int | None:
+        """Kills the candidate's process and whatever it started; its exit code."""
+        if self.process is None:
+            return None
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        code = self.process.wait()
+        self.process = None
+        return code
+
+
+def run_function_tests(job: dict) -> int:
+    try:
+        setup, units, param = test_units(job["tests"])
+    except SyntaxError as e:
+        fail(f"the tests do not parse: {e}")
+    if not any(is_test for _, is_test in units):
+        fail("the tests contain no assert")
+    namespace = {"__name__": "__tests__"}
+    try:
+        exec(compile(job["context"], "<context>", "exec"), namespace)
+        for code in setup:
+            exec(code, namespace)
+    except BaseException as e:  # noqa: BLE001
+        fail(f"the task's own code failed: {type(e).__name__}: {e}")
+    candidate = Candidate(job)
+    namespace[job["entry_point"]] = candidate
+    if param:
+        namespace[param] = candidate
+    count = 0
+    for code, is_test in units:
+        candidate.deadline = time.monotonic() + job["test_timeout_s"]
+        try:
+            exec(code, namespace)
+            verdict = "PASS"
+        except CandidateError as e:
+            verdict = "FAIL " + json.dumps(str(e)[:300])
+        except AssertionError:
+            verdict = "FAIL " + json.dumps("assertion failed")
+        except BaseException as e:  # noqa: BLE001 (the test's own code raised on the candidate's output)
+            verdict = "FAIL " + json.dumps(f"{type(e).__name__}: {str(e)[:200]}")
+        if is_test:
+            emit(f"TEST {count} {verdict}")
+            count += 1
+    candidate.stop()
+    return count
+
+
+# ---------------------------------------------------------------------------------------------------
+# Stdio tasks: the program as a process per case.
+
+
+def run_stdio_cases(job: dict) -> int:
+    path = os.path.join(WORK, "main.py")
+    with open(path, "w") as f:
+        f.write(job["program"])
+    cap = job["case_output_bytes"]
+    for i, stdin in enumerate(job["inputs"]):
+        out, code, timed_out, truncated = run_capped([sys.executable, "-I", "-S", "-B", path], stdin.encode(),
+                                                     job["test_timeout_s"], cap)
+        emit(f"OUT {i} " + json.dumps({"stdout": out.decode("utf-8", "replace"), "exit": code,
+                                      "timeout": timed_out, "truncated": truncated}))
+    return len(job["inputs"])
+
+
+def run_capped(cmd: list[str], stdin: bytes, timeout_s: float, cap: int) -> tuple[bytes, int | None, bool, bool]:
+    """(stdout up to `cap` bytes, exit code, timed out, truncated). The process group is killed at
+    the timeout or as soon as the output passes the cap."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            cwd=WORK, env=ENV, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    out, timed_out, truncated, pending = b"", False, False, memoryview(stdin)
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    if pending:
+        os.set_blocking(proc.stdin.fileno(), False)
+        sel.register(proc.stdin, selectors.EVENT_WRITE)
+    else:
+        proc.stdin.close()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            timed_out = True
+            break
+        events = sel.select(left)
+        done = False
+        for key, _ in events:
+            if key.fileobj is proc.stdout:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    done = True
+                out += chunk
+                if len(out) > cap:
+                    out, truncated, done = out[:cap], True, True
+            else:
+                try:
+                    pending = pending[os.write(proc.stdin.fileno(), pending):]
+                except BrokenPipeError:
+                    pending = memoryview(b"")
+                if not pending:
+                    sel.unregister(proc.stdin)
+                    proc.stdin.close()
+        if done:
+            break
+    if not (timed_out or truncated):
+        try:
+            proc.wait(timeout=max(0.05, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:  # closed its stdout but kept running
+            timed_out = True
+    try:  # the process, if still running, and anything it left in its group
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    code = proc.wait()
+    sel.close()
+    return out, code, timed_out, truncated
+
+
+def log_tail(n: int = 2000) -> str:
+    try:
+        with open(os.path.join(WORK, "candidate.log"), "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - n))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+if __name__ == "__main__":
+    main()
