@@ -274,17 +274,18 @@ class CodeConfig:
 
     isolation: str = "bwrap"  # bwrap | process: weaker (limits and a uid, no namespaces), flagged in the logs and run record
     workers: int = 0  # executions at once; 0: the machine's CPU count
-    timeout_s: float = 20.0  # wall clock of one execution (all of one program's tests), enforced from outside
+    timeout_s: float = 20.0  # wall clock of one execution (all of one program's tests), enforced from outside;
+    # within a scoring call, at most its fair share: batch_timeout_s x workers / executions
     test_timeout_s: float = 4.0  # one test: a call of the function, or one stdin/stdout case
     batch_timeout_s: float = 120.0  # one scoring call; executions left when it runs out "could not run"
     cpu_s: int = 10  # RLIMIT_CPU of each process in the sandbox
     memory_mb: int = 1024  # RLIMIT_AS of each process
-    processes: int = 32  # RLIMIT_NPROC of the sandbox's uid
+    processes: int = 16  # RLIMIT_NPROC of the sandbox uid (threads count): with memory_mb, the memory bound
     file_mb: int = 16  # RLIMIT_FSIZE
     open_files: int = 64  # RLIMIT_NOFILE
     tmp_mb: int = 64  # the private /tmp of one execution
     output_bytes: int = 1 << 20  # the harness's output kept per execution (stdio tasks share it between cases)
-    uid: int = 100000  # when r1zero runs as root: worker i of process p runs as uid + 128 * (p % 4096) + i
+    uid: int = 1_600_000_000  # as root, worker i runs as uid + 128 * b + i, b drawn per sandbox pool in [0, 65536)
     python: str = ""  # the interpreter inside; empty: the base interpreter of this one
     extract: str = "answer"  # answer: the last ```python block in <answer> (or the whole answer) | block: the last block anywhere
     partial_credit: bool = True  # reward: the passed fraction; False: 1 only when every test passes
@@ -301,7 +302,7 @@ class CodeConfig:
         _need(self.open_files >= 16, "code.open_files", ">= 16 (the harness's own pipes)", self.open_files)
         _need(self.processes >= 4, "code.processes", ">= 4 (the harness, the program, the sandbox's init)",
               self.processes)
-        _need(1000 <= self.uid < 2**31 - 2**20, "code.uid", "an unprivileged uid in [1000, 2**31 - 2**20)", self.uid)
+        _need(1000 <= self.uid < 2**31 - 2**23, "code.uid", "an unprivileged uid in [1000, 2**31 - 2**23)", self.uid)
 
 
 @dataclasses.dataclass(frozen=True)

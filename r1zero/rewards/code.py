@@ -25,7 +25,8 @@ from r1zero.rewards import Context, Score, register
 from r1zero.rewards.basic import extract_answer
 
 MAX_PROGRAM_CHARS = 65536
-FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\r?\n(.*?)```", re.DOTALL | re.IGNORECASE)
+# Possessive quantifiers: a fence followed by a long run of spaces must not backtrack (quadratic).
+FENCE = re.compile(r"```[ \t]*+(?:(?:python3?|py)[ \t]*+)?\r?\n(.*?)```", re.DOTALL | re.IGNORECASE)
 _sandboxes: dict[CodeConfig, object] = {}
 _lock = threading.Lock()
 

@@ -21,7 +21,10 @@ before it came from a harness that ran to the end.
 from __future__ import annotations
 
 import ast
+import base64
 import ctypes
+import platform
+import struct
 import json
 import os
 import resource
@@ -55,6 +58,7 @@ def main() -> None:
             fail("could not drop to the sandbox uid")
     set_limits(job["limits"])
     undumpable()
+    seccomp()
     token = job["token"]
     emit("START")
     if job["kind"] == "function":
@@ -94,6 +98,52 @@ def undumpable() -> None:
         fail("prctl(PR_SET_DUMPABLE, 0) failed")
 
 
+# Syscalls that reach memory or privileges the limits above do not bound: new namespaces (a user
+# namespace may mount an unbounded tmpfs), mounts, memfd and System V shared memory (memory outside
+# RLIMIT_AS), keyrings, bpf, io_uring, userfaultfd, perf, ptrace. x86_64 numbers.
+DENIED_X86_64 = (272, 308, 165, 166, 155, 319, 447, 29, 30, 31, 67, 64, 65, 66, 220, 68, 69, 70, 71, 248, 249, 250,
+                 321, 425, 426, 427, 323, 298, 101, 428, 429, 430, 431, 432, 433, 442)
+CLONE_NEW_ANY = 0x7E020080  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET | NEWTIME
+
+
+def seccomp() -> None:
+    """A seccomp filter over this process and everything it starts: EPERM for the syscalls above,
+    clone with any CLONE_NEW* flag, and the x32 ABI; ENOSYS for clone3 (whose flags a filter cannot
+    read; libc falls back to clone); any other architecture is killed."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+        fail("prctl(PR_SET_NO_NEW_PRIVS) failed")
+    if platform.machine() != "x86_64":
+        return  # the parent warns that only the rlimits bound memory here
+    allow, kill = 0x7FFF0000, 0x80000000
+    eperm, enosys = 0x00050000 | 1, 0x00050000 | 38
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    denied = len(DENIED_X86_64)
+    # index:  0 ld arch, 1 jeq x86_64, 2 ld nr, 3 jge x32, 4.. jeq denied, then clone3, clone, allow,
+    # clone: ld flags, jset, allow; then the returns eperm, enosys, kill.
+    n_checks = 4 + denied + 2
+    i_allow = n_checks
+    i_clone = i_allow + 1
+    i_eperm, i_enosys, i_kill = i_clone + 3, i_clone + 4, i_clone + 5
+    prog = [(ld, 0, 0, 4), (jeq, 0, i_kill - 2, 0xC000003E), (ld, 0, 0, 0), (jge, i_eperm - 4, 0, 0x40000000)]
+    for nr in DENIED_X86_64:
+        prog.append((jeq, i_eperm - len(prog) - 1, 0, nr))
+    prog.append((jeq, i_enosys - len(prog) - 1, 0, 435))  # clone3
+    prog.append((jeq, i_clone - len(prog) - 1, 0, 56))  # clone
+    prog.append((ret, 0, 0, allow))
+    prog += [(ld, 0, 0, 16), (jset, i_eperm - i_clone - 2, 0, CLONE_NEW_ANY), (ret, 0, 0, allow)]
+    prog += [(ret, 0, 0, eperm), (ret, 0, 0, enosys), (ret, 0, 0, kill)]
+    code = b"".join(struct.pack("HBBI", *ins) for ins in prog)
+    buffer = ctypes.create_string_buffer(code)
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = SockFprog(len(prog), ctypes.addressof(buffer))
+    if libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+        fail(f"installing the seccomp filter failed (errno {ctypes.get_errno()})")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Function tasks: tests here, the candidate in child.py.
 
@@ -127,9 +177,10 @@ class Candidate:
         self.program = job["program"]  # the task's context is already part of it (rewards/code.py)
         self.entry_point, self.broken, self.process = job["entry_point"], None, None
         self.deadline = None  # of the test now running
-        self.starts = 0
+        self.calls = 0  # attempted, so far
 
     def __call__(self, *args, **kwargs):
+        self.calls += 1
         if self.broken:
             raise CandidateError(self.broken)
         try:
@@ -139,7 +190,7 @@ class Candidate:
         if self.process is None:
             self._start()
         try:
-            wire.send(self.process.stdin.fileno(), request)
+            wire.send(self.process.stdin.fileno(), request, self.deadline)
             reply = wire.recv(self.process.stdout.fileno(), self.deadline)
             if "error" in reply:
                 raise CandidateError(str(reply["error"])[:300])
@@ -152,12 +203,12 @@ class Candidate:
             raise CandidateError(f"the candidate's process failed ({e}; exit code {code})") from None
 
     def _start(self) -> None:
-        self.starts += 1
         self.process = subprocess.Popen([sys.executable, "-I", "-S", "-B", os.path.join(HERE, "child.py")],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                         cwd=WORK, env=ENV, start_new_session=True)
         try:
-            wire.send(self.process.stdin.fileno(), {"program": self.program, "entry_point": self.entry_point})
+            wire.send(self.process.stdin.fileno(), {"program": self.program, "entry_point": self.entry_point},
+                      self.deadline)
             ready = wire.recv(self.process.stdout.fileno(), self.deadline)
         except TimeoutError:  # loading it again for the next test would time out again
             self.broken = "timed out while loading the program"
@@ -205,6 +256,7 @@ def run_function_tests(job: dict) -> int:
     count = 0
     for code, is_test in units:
         candidate.deadline = time.monotonic() + job["test_timeout_s"]
+        calls = candidate.calls
         try:
             exec(code, namespace)
             verdict = "PASS"
@@ -214,10 +266,12 @@ def run_function_tests(job: dict) -> int:
             verdict = "FAIL " + json.dumps("assertion failed")
         except BaseException as e:  # noqa: BLE001 (the test's own code raised on the candidate's output)
             verdict = "FAIL " + json.dumps(f"{type(e).__name__}: {str(e)[:200]}")
-        if is_test:
+        if is_test and candidate.calls > calls:  # an assert that never calls the function tests nothing
             emit(f"TEST {count} {verdict}")
             count += 1
     candidate.stop()
+    if not count:
+        fail("no test calls the function")
     return count
 
 
@@ -233,7 +287,7 @@ def run_stdio_cases(job: dict) -> int:
     for i, stdin in enumerate(job["inputs"]):
         out, code, timed_out, truncated = run_capped([sys.executable, "-I", "-S", "-B", path], stdin.encode(),
                                                      job["test_timeout_s"], cap)
-        emit(f"OUT {i} " + json.dumps({"stdout": out.decode("utf-8", "replace"), "exit": code,
+        emit(f"OUT {i} " + json.dumps({"stdout": base64.b64encode(out).decode(), "exit": code,
                                       "timeout": timed_out, "truncated": truncated}))
     return len(job["inputs"])
 

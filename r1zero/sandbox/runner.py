@@ -6,11 +6,13 @@ One execution = one bubblewrap sandbox running harness.py on one job (a program 
   a fresh size-capped /tmp, a minimal /dev and /proc, nothing else (no /etc, no home, no run
   directory); a scrubbed environment; `--die-with-parent`, `--new-session`.
 - an unprivileged uid: as root, bwrap makes the namespaces and the harness drops to a uid of its own
-  (code.uid + 128 x (pid % 4096) + worker) before any limit or candidate code, so RLIMIT_NPROC
-  counts one execution's processes, not another worker's or another trainer's; as
+  (code.uid + 128 x a block drawn per pool + worker) before any limit or candidate code, so
+  RLIMIT_NPROC counts one execution's processes, not another worker's or another trainer's; as
   another user, bwrap's user namespace keeps that user's own uid.
-- limits set by the harness (CPU, address space, processes, file size, open files, no core dumps),
-  a wall clock enforced here: the process group is killed, and the sandbox's pid namespace with it.
+- limits set by the harness (CPU, address space, processes, file size, open files, no core dumps)
+  and a seccomp filter (x86_64: no new namespaces, mounts, memfd or System V shared memory, keyrings,
+  bpf, io_uring, ptrace), a wall clock enforced here: the process group is killed, and the
+  sandbox's pid namespace with it.
 - output read here with a byte cap (truncation recorded).
 
 `isolation="process"` (opt-in, weaker) runs the harness as a plain process with the same limits and
@@ -19,10 +21,12 @@ uid but no namespaces: the code can see the machine's files and network.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
 import os
+import platform
 import secrets
 import selectors
 import shutil
@@ -98,43 +102,63 @@ class Sandbox:
             shutil.copyfile(here / name, Path(self._dir) / name)
             os.chmod(Path(self._dir) / name, 0o644)
         self._slots = list(range(self.workers))
+        self._uid_block = secrets.randbelow(1 << 16)  # another trainer on this machine draws another block
+        self._kill = shutil.which("kill")
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="r1zero-sandbox")
         if config.isolation == "process":
             log.warning("code.isolation=process: model-written code runs WITHOUT namespaces (it can read the "
                         "machine's files and reach the network); use it only where bubblewrap cannot run")
+        if platform.machine() != "x86_64" and config.isolation == "bwrap":
+            log.warning(f"no seccomp filter for {platform.machine()}: memory in memfd, System V shared memory "
+                        f"and nested namespaces is bounded only by the machine")
         if probe:
-            self._probe()
+            try:
+                self._probe()
+            except BaseException:
+                self.close()
+                raise
 
     # -- one execution ----------------------------------------------------------------------------
 
-    def run(self, job: dict, deadline: float | None = None) -> Verdict:
+    def run(self, job: dict, deadline: float | None = None, timeout_s: float | None = None) -> Verdict:
         """One job (see harness.py): {"kind": "function", "context", "program", "tests", "entry_point"}
         or {"kind": "stdio", "program", "inputs"}. Never raises for what the program does."""
         with self._lock:
             slot = self._slots.pop()
         try:
-            return verdict(self._execute(job, slot, deadline), job)
+            return verdict(self._execute(job, slot, deadline, timeout_s or self.config.timeout_s), job)
         finally:
             with self._lock:
                 self._slots.append(slot)
 
     def run_many(self, jobs: list[dict]) -> list[Verdict]:
-        """The jobs in parallel; the whole call ends by `batch_timeout_s` (jobs not started by then,
-        and those cut by it, "could not run")."""
-        deadline = time.monotonic() + self.config.batch_timeout_s
-        return list(self._executor.map(lambda job: self.run(job, deadline), jobs))
+        """The jobs in parallel, each within its fair share of `batch_timeout_s` (the budget x workers
+        / jobs, at most `timeout_s`), so programs that hang cannot starve the rest: the whole call
+        ends by the budget (a job a stalled worker never started is "could not run")."""
+        c = self.config
+        deadline = time.monotonic() + c.batch_timeout_s
+        share = min(c.timeout_s, c.batch_timeout_s * min(self.workers, len(jobs) or 1) / max(len(jobs), 1))
+        return list(self._executor.map(lambda job: self.run(job, deadline, share), jobs))
 
-    def _execute(self, job: dict, slot: int, deadline: float | None) -> Execution:
+    def _execute(self, job: dict, slot: int, deadline: float | None, timeout: float) -> Execution:
         c, token = self.config, secrets.token_hex(16)
-        timeout = c.timeout_s if deadline is None else min(c.timeout_s, deadline - time.monotonic())
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
         if timeout <= 0:
             return Execution(b"", b"the batch's time budget ran out before this execution started", None, True,
                              False, 0.0, token)
-        workdir = "/tmp" if c.isolation == "bwrap" else tempfile.mkdtemp(prefix="r1zero-run-")
-        uid = c.uid + 128 * (os.getpid() % 4096) + slot if self.root else None  # other trainers: other uids
+        uid = c.uid + 128 * self._uid_block + slot if self.root else None
+        if c.isolation == "bwrap":
+            workdir = "/tmp"
+        else:
+            try:
+                workdir = tempfile.mkdtemp(prefix="r1zero-run-")
+            except OSError as e:
+                return Execution(b"", f"no working directory: {e}".encode(), None, False, False, 0.0, token)
         payload = {**job, "token": token, "uid": uid, "workdir": workdir, "test_timeout_s": c.test_timeout_s,
-                   "case_output_bytes": max(1024, c.output_bytes // (len(job.get("inputs", ())) + 2)),
+                   # base64 (4 bytes per 3) and room for the other lines
+                   "case_output_bytes": max(1024, c.output_bytes * 3 // 4 // (len(job.get("inputs", ())) + 2)),
                    "limits": {"cpu_s": c.cpu_s, "memory_mb": c.memory_mb, "processes": c.processes,
                               "file_mb": c.file_mb, "open_files": c.open_files}}
         if c.isolation == "process" and uid is not None:
@@ -144,6 +168,9 @@ class Sandbox:
                                 token, workdir)
         finally:
             if c.isolation == "process":
+                if uid is not None and self._kill:  # no namespace ends with it: end what it left running
+                    subprocess.run([self._kill, "-KILL", "-1"], user=uid, group=uid, extra_groups=[], env={},
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 shutil.rmtree(workdir, ignore_errors=True)
 
     def _command(self, workdir: str) -> list[str]:
@@ -296,6 +323,8 @@ def verdict(ex: Execution, job: dict) -> Verdict:
         return Verdict("ok", passed=total - len(failures), total=total, reason=failures[0] if failures else "",
                        log=_json(log_line[4:]), seconds=ex.seconds)
     outputs = [json.loads(line.split(" ", 2)[2]) for line in lines if line.startswith("OUT ")]
+    for o in outputs:
+        o["stdout"] = base64.b64decode(o["stdout"]).decode("utf-8", "replace")
     if len(outputs) != total:
         return Verdict("failed", reason="the harness's output lines are incomplete", seconds=ex.seconds)
     return Verdict("ok", total=total, outputs=tuple(outputs), log=_json(log_line[4:]), seconds=ex.seconds)

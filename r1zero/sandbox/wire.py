@@ -1,10 +1,11 @@
 """Plain data across the sandbox boundary: a tagged JSON codec and length-prefixed frames.
 
 Used on both sides of the wall between the test harness and the candidate's process, so stdlib only.
-Only builtin values of exactly these types cross (`type(x) is int`, never a subclass): None, bool,
-int, float, complex, str, bytes, list, tuple, dict, set, frozenset. Decoding builds fresh builtin
-objects, so nothing the candidate defined (an `__eq__` that is always true, a `__repr__` that lies)
-ever reaches the side that compares. Nothing is pickled.
+Only these builtin types cross: None, bool, int, float, complex, str, bytes, list, tuple, dict, set,
+frozenset. A subclass (a Counter, a namedtuple, an IntEnum) is sent as its builtin base, as the
+program itself could have done. Decoding builds fresh builtin objects only, so nothing the candidate
+defined (an `__eq__` that is always true, a `__repr__` that lies) ever reaches the side that
+compares. Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import select
 import struct
 import time
 
-MAX_FRAME = 1 << 20  # bytes of one encoded message
+MAX_FRAME = 16 << 20  # bytes of one encoded message
 MAX_DEPTH = 64
 
 
@@ -28,23 +29,29 @@ def encode(value, depth: int = 0):
     """A JSON-able tree for `value` (tagged lists); WireError for anything that is not plain data."""
     if depth > MAX_DEPTH:
         raise WireError(f"nested deeper than {MAX_DEPTH}")
-    t = type(value)
-    if value is None or t is bool or t is str:
+    if value is None or type(value) is bool:
         return value
-    if t is int:
-        return ["i", str(value)] if abs(value) >= 2**53 else value
-    if t is float:
+    if isinstance(value, int):
+        value = int.__index__(value)
+        return ["i", format(value, "x")] if abs(value) >= 2**53 else value  # hex: no digit limit
+    if isinstance(value, float):
+        value = float.__float__(value)
         return value if math.isfinite(value) else ["f", repr(value)]
-    if t is complex:
+    if isinstance(value, complex):
         return ["c", encode(value.real, depth + 1), encode(value.imag, depth + 1)]
-    if t is bytes:
-        return ["b", value.hex()]
-    if t in (list, tuple, set, frozenset):
-        items = sorted(value, key=repr) if t in (set, frozenset) else value
-        return [{list: "l", tuple: "t", set: "s", frozenset: "z"}[t], [encode(v, depth + 1) for v in items]]
-    if t is dict:
-        return ["d", [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]]
-    raise WireError(f"not plain data: a value of type {t.__name__}")
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, (bytes, bytearray)):
+        return ["b", bytes(value).hex()]
+    for base, tag in ((list, "l"), (tuple, "t"), (set, "s"), (frozenset, "z")):
+        if isinstance(value, base):
+            items = list(base.__iter__(value))
+            if base in (set, frozenset):
+                items.sort(key=repr)
+            return [tag, [encode(v, depth + 1) for v in items]]
+    if isinstance(value, dict):
+        return ["d", [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in dict.items(value)]]
+    raise WireError(f"not plain data: a value of type {type(value).__name__}")
 
 
 def decode(tree, depth: int = 0):
@@ -59,7 +66,7 @@ def decode(tree, depth: int = 0):
     tag, body = tree[0], tree[1]
     try:
         if tag == "i":
-            return int(body)
+            return int(body, 16)
         if tag == "f":
             return float({"nan": "nan", "inf": "inf", "-inf": "-inf"}[body])
         if tag == "c":
@@ -71,7 +78,7 @@ def decode(tree, depth: int = 0):
             return {"l": list, "t": tuple, "s": set, "z": frozenset}[tag](items)
         if tag == "d" and type(body) is list:
             return {decode(k, depth + 1): decode(v, depth + 1) for k, v in body}
-    except (KeyError, ValueError, TypeError, IndexError) as e:
+    except (KeyError, ValueError, TypeError, IndexError, OverflowError) as e:
         raise WireError(f"malformed value ({type(e).__name__})") from None
     raise WireError(f"unknown tag {tag!r}")
 
@@ -83,11 +90,25 @@ def dumps(message: dict) -> bytes:
     return data
 
 
-def send(fd: int, message: dict) -> None:
+def send(fd: int, message: dict, deadline: float | None = None) -> None:
+    """Writes one frame; with a `deadline`, TimeoutError when the reader stops reading before it."""
     data = dumps(message)
     view = memoryview(struct.pack(">I", len(data)) + data)
-    while view:
-        view = view[os.write(fd, view):]
+    if deadline is not None:
+        os.set_blocking(fd, False)
+    try:
+        while view:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([], [fd], [], left)[1]:
+                    raise TimeoutError
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                pass
+    finally:
+        if deadline is not None:
+            os.set_blocking(fd, True)
 
 
 def recv(fd: int, deadline: float | None = None) -> dict:

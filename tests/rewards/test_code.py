@@ -38,6 +38,11 @@ def test_extraction_modes():
                                 "answer") == "import math\n\n\ndef f(): pass\n"
 
 
+def test_extraction_is_linear_on_pathological_fences():
+    text = "<answer>```" + " " * 65536 + "x" + "```\n" * 2000 + "</answer>"
+    assert code.extract_program(text, {}, "answer") is not None
+
+
 def test_scores_are_passed_fractions_and_stdio_compares_outside():
     comps = [answer("def add(a, b):\n    return a + b\n"), answer("def add(a, b):\n    return a + b if a > 0 else 7\n"),
              answer("import sys\nprint(sum(map(int, sys.stdin.read().split())))\n"),
