@@ -32,7 +32,7 @@ THINK_END = "</think>"
 def metric_names(spec: EvalConfig = EvalConfig(), votes: bool = True) -> list[str]:
     """The names `summarize` reports for `spec` (what checkpoint.best_metric may name); maj@k only
     with `votes` (an accuracy reward with an answer key: not code)."""
-    stats = list(text_stats(["x"], np.ones(1), [True], [True]))
+    stats = list(text_stats(["x"], np.ones(1), [True], [True], golds=["x"]))
     names = [f"eval/{mode}_{k}" for mode in (MODES if spec.samples else ("greedy",)) for k in stats]
     names += [f"eval/{m}@{k}" for k in spec.ks for m in (("pass", "maj") if votes else ("pass",))]
     names += [f"eval/best_of_{spec.samples}/{r}" for r in spec.best_of if spec.samples]
@@ -130,13 +130,13 @@ def summarize(rows: list[dict], config: TrainConfig) -> dict[str, float]:
     if rows and "greedy" in rows[0]:
         out.update(text_stats([r["greedy"] for r in rows], np.asarray([r["greedy_length"] for r in rows]),
                               [r["greedy_correct"] for r in rows], [r["greedy_format"] for r in rows],
-                              prefix="eval/greedy_"))
+                              prefix="eval/greedy_", golds=[str(r["answer"]) for r in rows]))
     n = spec.samples
     if n == 0:  # greedy only
         return out
     flat = lambda key: [x for r in rows for x in r[key]]
     out.update(text_stats(flat("samples"), np.asarray(flat("lengths")), flat("correct"), flat("format"),
-                          prefix="eval/sampled_"))
+                          prefix="eval/sampled_", golds=[str(r["answer"]) for r in rows for _ in r["samples"]]))
     for k in spec.ks:
         out[f"eval/pass@{k}"] = float(np.mean([pass_at_k(n, sum(r["correct"]), k) for r in rows]))
         if config.task.accuracy_reward not in rewards.ANSWER_KEYS:  # nothing to vote with (code)

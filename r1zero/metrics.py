@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -41,12 +42,78 @@ def is_step_by_step(text: str) -> bool:
     return reasoning.count("=") >= 2 or len(lines) >= 2
 
 
+# Self-correction, read from the working rather than counted as words (base models already say
+# "wait"; Dr. GRPO): the working states an answer ("... 144+2370=2514"), a check follows ("check:
+# ..."), the check rejects it ("2514 is wrong", "3 not 6") or not, and the final answer is kept or
+# differs. Numbers are compared with the gold answer, so a correction is wrong->right, right->wrong
+# or wrong->wrong.
+_CHECK = re.compile(r"\bcheck\b", re.IGNORECASE)
+_REJECT = re.compile(r"\b(?:wrong|not|mistake|incorrect)\b", re.IGNORECASE)
+_STATED = re.compile(r"=\s*(-?\d+)\b")
+_FINAL = re.compile(r"<answer>\s*(-?\d+)\s*</answer>|\bA:\s*(-?\d+)")
+SELF_CHECK_EVENTS = ("none", "accepted", "kept", "wrong->right", "right->wrong", "wrong->wrong")
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfCheck:
+    """One completion's check. event: none (no check), accepted (the check let the first answer
+    stand), kept (rejected, but the final answer is the first, or one of them is missing), or the
+    correction's direction."""
+
+    checked: bool
+    rejected: bool
+    first: int | None  # the answer the working stated before the check
+    final: int | None  # the answer given (<answer> or "A:")
+    event: str
+
+
+def self_check(text: str, gold: str) -> SelfCheck:
+    """Parses a completion's first answer, check and final answer (see above)."""
+    finals = list(_FINAL.finditer(text))
+    final = int(finals[-1].group(1) or finals[-1].group(2)) if finals else None
+    body = text[:finals[-1].start()] if finals else text
+    check = _CHECK.search(body)
+    before = body[:check.start()] if check else body
+    stated = _STATED.findall(before)
+    first = int(stated[-1]) if stated else None
+    if check is None:
+        return SelfCheck(False, False, first, final, "none")
+    rejected = bool(_REJECT.search(body[check.end():]))
+    if not rejected:
+        return SelfCheck(True, False, first, final, "accepted")
+    if first is None or final is None or first == final:
+        return SelfCheck(True, True, first, final, "kept")
+    right = lambda x: str(x) == str(gold).strip()
+    return SelfCheck(True, True, first, final, f"{'right' if right(first) else 'wrong'}->{'right' if right(final) else 'wrong'}")
+
+
+def self_check_stats(texts: Sequence[str], golds: Sequence[str], correct: np.ndarray) -> dict[str, float]:
+    """Check rate (split by correctness), accuracy with and without a check, verified-right
+    (checked and correct), the check's false-alarm rate (rejects a right first answer) and miss rate
+    (accepts a wrong one), and self-correction events per completion by direction. NaN where a
+    denominator is empty."""
+    checks = [self_check(t, g) for t, g in zip(texts, golds)]
+    correct = np.asarray(correct, bool)
+    checked = np.asarray([c.checked for c in checks], bool)
+    rejected = np.asarray([c.rejected for c in checks], bool)
+    first_right = np.asarray([c.first is not None and str(c.first) == str(g).strip() for c, g in zip(checks, golds)])
+    events = np.asarray([c.event for c in checks])
+    out = {"check_rate": checked.mean(), "verified_right": (checked & correct).mean()}
+    out["check_rate_correct"], out["check_rate_incorrect"] = split_mean(checked, correct)
+    out["accuracy_checked"], out["accuracy_unchecked"] = split_mean(correct, checked)
+    out["check_false_alarm"] = split_mean(rejected[checked], first_right[checked])[0]
+    out["check_miss"] = split_mean(~rejected[checked], ~first_right[checked])[0]
+    for event in ("wrong->right", "right->wrong", "wrong->wrong"):
+        out[event.replace("->", "_to_")] = (events == event).mean()
+    return {f"self_check/{k}": float(v) for k, v in out.items()}
+
+
 def text_stats(texts: Sequence[str], lengths: np.ndarray, correct: np.ndarray, formatted: np.ndarray,
-               prefix: str = "") -> dict[str, float]:
+               prefix: str = "", golds: Sequence[str] | None = None) -> dict[str, float]:
     """The emergence metrics of a batch of completions (R1-Zero's signatures), split by correctness
     where it matters: accuracy, format rate, length in tokens, step-by-step share, reflective-word
     rate (any of REFLECTIVE_WORDS), and the accuracy of completions that work step by step vs those
-    that answer directly. NaN where a side is empty."""
+    that answer directly; with `golds`, the self-check statistics too. NaN where a side is empty."""
     correct, formatted = np.asarray(correct, bool), np.asarray(formatted, bool)
     steps = np.asarray([is_step_by_step(t) for t in texts], bool)
     reflect = np.asarray([any(r.search(t) for r in _WORD_RE.values()) for t in texts], bool)
@@ -56,6 +123,8 @@ def text_stats(texts: Sequence[str], lengths: np.ndarray, correct: np.ndarray, f
     out["step_by_step_correct"], out["step_by_step_incorrect"] = split_mean(steps, correct)
     out["reflective_correct"], out["reflective_incorrect"] = split_mean(reflect, correct)
     out["accuracy_step_by_step"], out["accuracy_direct"] = split_mean(correct, steps)
+    if golds is not None:
+        out.update(self_check_stats(texts, golds, correct))
     return {prefix + k: float(v) for k, v in out.items()}
 
 

@@ -142,7 +142,7 @@ def rollout_metrics(ro: Rollout, config: TrainConfig, seconds: float) -> dict[st
     m = {
         "reward/mean": float(ro.scored.total.mean()), "reward/std": float(ro.scored.total.std()),
         **text_stats(s.texts, lengths_B, rewards.passed(ro.scored.parts[task.accuracy_reward]),
-                     rewards.passed(ro.scored.parts["format"])),
+                     rewards.passed(ro.scored.parts["format"]), golds=[str(ex.get("answer", "")) for ex in ro.examples]),
         "zero_adv_group_frac": ro.zero_std_frac, "could_not_score": int((~ro.scored.valid).sum()),
         "length_max": int(lengths_B.max()),
         "truncated_frac": float(np.mean(np.asarray(s.finish_reason) == "length")),

@@ -62,3 +62,50 @@ def test_logs_are_read_past_a_torn_last_line_but_not_a_bad_middle_one(tmp_path):
     path.write_text('{"step": 1}\n[1, 2]\n{"step": 3}\n')
     with pytest.raises(UserError, match="metrics.jsonl line 2: not a log row \\(not a JSON object\\)"):
         read_jsonl(path)
+
+
+# --- self-correction, read from the working --------------------------------------------------------
+
+SELF_CHECKS = [  # (completion, gold, expected (checked, rejected, first, final, event)), written by hand
+    ("<think> 47*6=282 47*80=3760 282+3760=4042 </think> <answer> 4042 </answer>", "4042",
+     (False, False, 4042, 4042, "none")),
+    ("Q: 47*86=? 47*6=282 47*80=3760 282+3760=4042 check: 86*7=602 86*40=3440 602+3440=4042 ok A: 4042", "4042",
+     (True, False, 4042, 4042, "accepted")),
+    ("<think> 47*6=272 47*80=3760 272+3760=4032 check: 86*7=602 86*40=3440 602+3440=4042 wait, 4032 is wrong, "
+     "so the answer is 4042 </think> <answer> 4042 </answer>", "4042", (True, True, 4032, 4042, "wrong->right")),
+    ("<think> 48*3=144 48*50=2400 144+2400=2544 check: 4+8=12 3 5+3=8 8 3*8=24 6 2+5+4+4=15 6 6 not 6 wait, "
+     "2544 is wrong, redo: 48*3=144 48*50=2370 144+2370=2514 </think> <answer> 2514 </answer>", "2544",
+     (True, True, 2544, 2514, "right->wrong")),  # a false alarm that broke a right answer
+    ("<think> 48*3=144 48*50=2370 144+2370=2514 check: 3 not 6 wait, 2514 is wrong, redo: 48*3=144 48*50=2380 "
+     "144+2380=2524 </think> <answer> 2524 </answer>", "2544", (True, True, 2514, 2524, "wrong->wrong")),
+    ("<think> 12*3=36 check: this is wrong </think> <answer> 36 </answer>", "36", (True, True, 36, 36, "kept")),
+    ("<think> check: wrong </think> <answer> 5 </answer>", "5", (True, True, None, 5, "kept")),  # nothing stated
+    ("<think> 12*3=36 check 36 ok and then the text is cut", "36", (True, False, 36, None, "accepted")),  # no answer
+    ("", "1", (False, False, None, None, "none")),
+]
+
+
+@pytest.mark.parametrize("text, gold, expected", SELF_CHECKS)
+def test_self_check_reads_every_kind_of_working(text, gold, expected):
+    from r1zero.metrics import self_check
+
+    c = self_check(text, gold)
+    assert (c.checked, c.rejected, c.first, c.final, c.event) == expected
+
+
+def test_self_check_stats_count_by_hand():
+    from r1zero.metrics import self_check_stats
+
+    texts, golds, _ = zip(*SELF_CHECKS[:5])
+    correct = np.array([True, True, True, False, False])
+    got = self_check_stats(texts, golds, correct)
+    # checked: rows 1-4; rejected: 2, 3, 4; first right: rows 0, 1, 3
+    assert got["self_check/check_rate"] == 4 / 5
+    assert got["self_check/verified_right"] == 2 / 5
+    assert got["self_check/check_rate_correct"] == 2 / 3 and got["self_check/check_rate_incorrect"] == 1.0
+    assert got["self_check/accuracy_checked"] == 2 / 4 and got["self_check/accuracy_unchecked"] == 1.0
+    assert got["self_check/check_false_alarm"] == 1 / 2  # checked with a right first answer: rows 1 (kept), 3 (rejected)
+    assert got["self_check/check_miss"] == 0.0  # checked with a wrong first answer: rows 2, 4, both rejected
+    assert [got[f"self_check/{e}"] for e in ("wrong_to_right", "right_to_wrong", "wrong_to_wrong")] == [0.2, 0.2, 0.2]
+    empty = self_check_stats(["<answer> 3 </answer>"], ["3"], np.array([True]))
+    assert np.isnan(empty["self_check/check_false_alarm"]) and np.isnan(empty["self_check/accuracy_checked"])
