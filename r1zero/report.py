@@ -36,6 +36,12 @@ SUMMARY_ROWS = (
     ("reflective-word rate", "eval/sampled_reflective"),
     ("accuracy when step by step", "eval/sampled_accuracy_step_by_step"),
     ("accuracy when answering directly", "eval/sampled_accuracy_direct"),
+    ("check rate (the working checks its answer)", "eval/sampled_self_check/check_rate"),
+    ("accuracy with a check", "eval/sampled_self_check/accuracy_checked"),
+    ("accuracy without a check", "eval/sampled_self_check/accuracy_unchecked"),
+    ("self-corrections wrong->right (per completion)", "eval/sampled_self_check/wrong_to_right"),
+    ("self-corrections right->wrong (per completion)", "eval/sampled_self_check/right_to_wrong"),
+    ("check false alarms (rejects a right answer)", "eval/sampled_self_check/check_false_alarm"),
 )
 EVAL_KEY = "eval/greedy_accuracy"  # present in every evaluation row
 
@@ -186,6 +192,12 @@ PANELS = (
       ("reflective_incorrect", "incorrect", ":")]),
     ("format", "Format (<think>...</think> <answer>...</answer>)", "share",
      [("format", "rollouts", "-"), ("eval/sampled_format", "sampled, held out", "--o")]),
+    ("self_check", "Completions that check their answer", "share",
+     [("self_check/check_rate", "rollouts", "-"), ("self_check/check_rate_correct", "correct", "--"),
+      ("self_check/check_rate_incorrect", "incorrect", ":"), ("eval/greedy_self_check/check_rate", "greedy, held out", "-o")]),
+    ("self_correction", "Self-corrections (a check rejects, the answer changes)", "per completion",
+     [("self_check/wrong_to_right", "wrong->right", "-"), ("self_check/right_to_wrong", "right->wrong", "--"),
+      ("self_check/wrong_to_wrong", "wrong->wrong", ":")]),
 )
 
 
@@ -216,7 +228,8 @@ def plot_runs(runs: list[Run], out_dir: str | Path) -> list[Path]:
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        if ax.get_legend_handles_labels()[0]:  # a run that logged none of the panel's metrics draws nothing
+            ax.legend(fontsize=6)
 
     def draw_solved(ax):
         for i, run in enumerate(runs):
@@ -251,10 +264,12 @@ def plot_runs(runs: list[Run], out_dir: str | Path) -> list[Path]:
         ax.legend(fontsize=7)
     written.append(_save(fig, out / "reflective_words.png"))
 
-    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    fig, axes = plt.subplots(3, 3, figsize=(16, 13))
     for ax, panel in zip(axes.flat, PANELS):
         draw(ax, panel)
-    draw_solved(axes.flat[-1])
+    draw_solved(axes.flat[len(PANELS)])
+    for ax in axes.flat[len(PANELS) + 1:]:
+        ax.axis("off")
     fig.suptitle(" vs ".join(r.name for r in runs))
     written.append(_save(fig, out / "overview.png"))
     return written
