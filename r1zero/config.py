@@ -247,6 +247,7 @@ class TaskConfig:
     eval_size: int = 128  # held-out examples (gsm8k: held-out templates), never trained on
     eval_split: str = "test"  # math: "champ" for the CHAMP competition problems
     difficulty: int = 3  # digits: digits per prompt; countdown: how many numbers; arithmetic, multiply: digits
+    difficulty_b: int = 0  # multiply: digits of the second factor; 0: as difficulty
     operation: str = "max"  # digits: max|min|first|last|sum_mod10; arithmetic: add|mul|chain
     max_number: int = 100  # countdown
     max_target: int = 1000  # countdown
@@ -264,6 +265,7 @@ class TaskConfig:
               "finite numbers, not all 0", self.reward_weights)
         for name in ("train_size", "eval_size", "difficulty", "max_number", "max_target"):
             _need(getattr(self, name) >= 1, f"task.{name}", ">= 1", getattr(self, name))
+        _need(self.difficulty_b >= 0, "task.difficulty_b", ">= 0", self.difficulty_b)
         _need(_finite(self.max_could_not_score) and 0 <= self.max_could_not_score <= 1, "task.max_could_not_score",
               "in [0, 1]", self.max_could_not_score)
 
@@ -317,6 +319,10 @@ class CorpusConfig:
     tagged_mix: tuple[float, ...] = ()  # (direct, worked, self_check) shares of tagged documents; (): as above
     mistake_rate: float = 0.5  # share of self-check documents whose first pass has a slip the check fixes
     held_out_every: int = 16  # about 1 pair in this many is held out (never in the corpus)
+    digits_b: int = 0  # digits of the second factor; 0: as `digits` (3 and 2: 3x2-digit products)
+    check: str = "swap"  # swap: the product recomputed with the factors swapped | nines: casting out nines, then a redo digit by digit
+    check_reliability: float = 1.0  # nines: share of checks whose verdict is right (else a false alarm or a miss)
+    recheck: bool = False  # nines: the redo is checked too
 
     def __post_init__(self):
         for shares in ((self.direct, self.worked, self.self_check), self.tagged_mix or (1,)):
@@ -327,8 +333,13 @@ class CorpusConfig:
         for name in ("tagged", "mistake_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise UserError(f"corpus.{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.digits < 1 or self.held_out_every < 2:
-            raise UserError("corpus.digits must be >= 1 and held_out_every >= 2")
+        if self.digits < 1 or self.held_out_every < 2 or self.digits_b < 0:
+            raise UserError("corpus.digits must be >= 1, digits_b >= 0 and held_out_every >= 2")
+        _need(self.check in ("swap", "nines"), "corpus.check", "swap or nines", self.check)
+        _need(_finite(self.check_reliability) and 0 <= self.check_reliability <= 1, "corpus.check_reliability",
+              "in [0, 1]", self.check_reliability)
+        _need(self.check == "nines" or (self.check_reliability == 1 and not self.recheck), "corpus.check",
+              "nines for check_reliability < 1 or recheck (the swap check is always right)", self.check)
 
 
 @dataclasses.dataclass(frozen=True)

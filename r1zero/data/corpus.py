@@ -10,6 +10,17 @@ have their own mix, `tagged_mix`):
 
 A self-check document recomputes the product with the factors swapped; in `mistake_rate` of them
 the first pass holds a slip (one partial product off) that the check catches and fixes ("wait").
+With `check="nines"` the check is casting out nines instead, a verdict cheaper and more reliable
+than a second multiplication, and a rejected answer is redone digit by digit:
+
+    Q: 48*53=? 48*3=144 48*50=2370 144+2370=2514 check: 4+8=12 1+2=3 5+3=8 3*8=24 2+4=6
+    2+5+1+4=12 1+2=3 3 not 6 wait, 2514 is wrong, redo: 8*3=24 40*3=120 8*50=400 40*50=2000
+    24+120=144 144+400=544 544+2000=2544 A: 2544
+
+Its slips are ones nines always catches (not a multiple of 9); in 1 - `check_reliability` of the
+checks one digit-sum step is written wrong, so the verdict errs: a false alarm (a right answer
+rejected; the redo gives it again) or a miss (a wrong answer accepted and given). `recheck` checks
+the redo too.
 A share `tagged` of all documents happens to be written as a dialogue with R1-Zero-style tags:
 
     User: 47*86=? Assistant: <think> 47*6=282 47*80=3760 282+3760=4042 </think> <answer> 4042 </answer>
@@ -79,34 +90,93 @@ def work_steps(a: int, b: int, slip: tuple[int, int] | None = None) -> tuple[str
     return " ".join(steps), total
 
 
-def _slip(a: int, b: int, rng: np.random.Generator) -> tuple[int, int]:
-    """A plausible mistake: one partial product off by a nonzero digit at one of its places."""
+def _slip(a: int, b: int, rng: np.random.Generator, nines_visible: bool = False) -> tuple[int, int]:
+    """A plausible mistake: one partial product off by a nonzero digit at one of its places
+    (`nines_visible`: never by 9, so casting out nines catches it)."""
     n = len(partial_products(a, b))
     index = int(rng.integers(n))
     value = partial_products(a, b)[index]
     place = 10 ** int(rng.integers(max(1, len(str(value)) - 1)))
-    error = int(rng.integers(1, 10)) * place * (1 if rng.random() < 0.5 else -1)
+    error = int(rng.integers(1, 9 if nines_visible else 10)) * place * (1 if rng.random() < 0.5 else -1)
     if value + error <= 0:
         error = -error
     return index, error
 
 
-def reasoning(a: int, b: int, kind: str, rng: np.random.Generator, mistake_rate: float) -> str:
-    """The working of one document ("" for a direct answer)."""
+def digital_root(n: int) -> int:
+    return 0 if n == 0 else 1 + (n - 1) % 9
+
+
+def digit_sum_steps(n: int) -> list[str]:
+    """Summing digits until one is left: 2514 -> ["2+5+1+4=12", "1+2=3"]; 8 -> []."""
+    steps = []
+    while n >= 10:
+        total = sum(int(c) for c in str(n))
+        steps.append("+".join(str(n)) + f"={total}")
+        n = total
+    return steps
+
+
+def nines_check(a: int, b: int, got: int, verdict_ok: bool) -> str:
+    """Casting out nines on `got` = a*b, written step by step, ending "R ok" or "R not P". When its
+    true verdict is not `verdict_ok`, the claimed product's last reduction is written wrong."""
+    ra, rb, rg = digital_root(a), digital_root(b), digital_root(got)
+    rp = digital_root(ra * rb)
+    steps = digit_sum_steps(a) + digit_sum_steps(b) + [f"{ra}*{rb}={ra * rb}"] + digit_sum_steps(ra * rb)
+    claimed = digit_sum_steps(got)
+    if (rg == rp) != verdict_ok:  # an unreliable check: its last step on the claimed product slips
+        rg = rp if verdict_ok else rp % 9 + 1
+        if claimed:
+            claimed[-1] = claimed[-1].split("=")[0] + f"={rg}"
+        else:
+            claimed = [f"{got}={rg}"]
+    verdict = f"{rg} ok" if verdict_ok else f"{rg} not {rp}"
+    return "check: " + " ".join(steps + claimed + [verdict])
+
+
+def digit_by_digit(a: int, b: int) -> str:
+    """The careful method: single-digit products with their zeros, summed in order:
+    48*53 -> "8*3=24 40*3=120 8*50=400 40*50=2000 24+120=144 144+400=544 544+2000=2544"."""
+    parts = [(da * 10**i, db * 10**j) for j, db in enumerate(map(int, reversed(str(b)))) if db
+             for i, da in enumerate(map(int, reversed(str(a)))) if da]
+    steps, total = [f"{x}*{y}={x * y}" for x, y in parts], parts[0][0] * parts[0][1]
+    for x, y in parts[1:]:
+        steps.append(f"{total}+{x * y}={total + x * y}")
+        total += x * y
+    return " ".join(steps)
+
+
+def reasoning(a: int, b: int, kind: str, rng: np.random.Generator, config: CorpusConfig) -> tuple[str, int]:
+    """(the working of one document ("" for a direct answer), the answer it gives)."""
     if kind == "direct":
-        return ""
+        return "", a * b
     if kind == "worked":
-        return work_steps(a, b)[0]
-    slip = _slip(a, b, rng) if rng.random() < mistake_rate else None
+        return work_steps(a, b)[0], a * b
+    if config.check == "nines":
+        return _nines_reasoning(a, b, rng, config)
+    slip = _slip(a, b, rng) if rng.random() < config.mistake_rate else None
     first, got = work_steps(a, b, slip)
     check, right = work_steps(b, a)
     if got == right:
-        return f"{first} check: {check} ok"
-    return f"{first} check: {check} wait, {got} is wrong, so the answer is {right}"
+        return f"{first} check: {check} ok", right
+    return f"{first} check: {check} wait, {got} is wrong, so the answer is {right}", right
 
 
-def document(a: int, b: int, kind: str, tagged: bool, rng: np.random.Generator, mistake_rate: float) -> str:
-    question, work, answer = QUESTION.format(a=a, b=b), reasoning(a, b, kind, rng, mistake_rate), a * b
+def _nines_reasoning(a: int, b: int, rng: np.random.Generator, config: CorpusConfig) -> tuple[str, int]:
+    slip = _slip(a, b, rng, nines_visible=True) if rng.random() < config.mistake_rate else None
+    first, got = work_steps(a, b, slip)
+    says_ok = (got == a * b) == (rng.random() < config.check_reliability)
+    text = f"{first} {nines_check(a, b, got, says_ok)}"
+    if says_ok:
+        return text, got
+    text += f" wait, {got} is wrong, redo: {digit_by_digit(a, b)}"
+    if config.recheck:
+        text += " " + nines_check(a, b, a * b, True)
+    return text, a * b
+
+
+def document(a: int, b: int, kind: str, tagged: bool, rng: np.random.Generator, config: CorpusConfig) -> str:
+    question, (work, answer) = QUESTION.format(a=a, b=b), reasoning(a, b, kind, rng, config)
     if tagged:
         think = f"<think> {work} </think> " if work else ""
         return f"{DIALOGUE.format(prompt=question)} {think}<answer> {answer} </answer>"
@@ -115,8 +185,12 @@ def document(a: int, b: int, kind: str, tagged: bool, rng: np.random.Generator, 
 
 def sample_pair(config: CorpusConfig, rng: np.random.Generator) -> tuple[int, int]:
     lo, hi = factor_range(config.digits)
+    lo_b, hi_b = factor_range(config.digits_b or config.digits)
     while True:
-        a, b = (int(x) for x in rng.integers(lo, hi + 1, size=2))
+        if config.digits_b in (0, config.digits):
+            a, b = (int(x) for x in rng.integers(lo, hi + 1, size=2))
+        else:
+            a, b = int(rng.integers(lo, hi + 1)), int(rng.integers(lo_b, hi_b + 1))
         if not is_held_out(a, b, config.held_out_every):
             return a, b
 
@@ -127,7 +201,7 @@ def documents(config: CorpusConfig, rng: np.random.Generator) -> Iterator[dict]:
         a, b = sample_pair(config, rng)
         tagged = bool(rng.random() < config.tagged)
         kind = KINDS[int(rng.choice(3, p=kind_probs(config, tagged)))]
-        yield {"text": document(a, b, kind, tagged, rng, config.mistake_rate), "kind": kind,
+        yield {"text": document(a, b, kind, tagged, rng, config), "kind": kind,
                "tagged": tagged, "a": a, "b": b}
 
 

@@ -156,15 +156,17 @@ _GSM_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
 
 
 def multiply(config: TaskConfig, seed: int) -> dict[str, list[Example]]:
-    """Every product of two `difficulty`-digit numbers: "47*86=?" -> "4042" (the main job's task).
-    The held-out split is the pretraining corpus's (`corpus.is_held_out`, a fixed hash, no seed), so
-    the base model never saw those pairs; `eval_size` of them (in hash order) are evaluated."""
+    """Every product of a `difficulty`-digit and a `difficulty_b`-digit number (0: the same):
+    "47*86=?" -> "4042" (the main job's task). The held-out split is the pretraining corpus's
+    (`corpus.is_held_out`, a fixed hash, no seed), so the base model never saw those pairs;
+    `eval_size` of them (in hash order) are evaluated."""
     from r1zero.data import corpus
 
     lo, hi = corpus.factor_range(config.difficulty)
+    lo_b, hi_b = corpus.factor_range(config.difficulty_b or config.difficulty)
     out: dict[str, list[Example]] = {"test": [], "train": []}
     for a in range(lo, hi + 1):
-        for b in range(lo, hi + 1):
+        for b in range(lo_b, hi_b + 1):
             row = example(f"multiply-{a}x{b}", corpus.QUESTION.format(a=a, b=b), a * b, a=a, b=b)
             out["test" if corpus.is_held_out(a, b) else "train"].append(row)
     if not 0 < config.eval_size <= len(out["test"]):

@@ -112,3 +112,94 @@ def test_bad_corpus_config_is_refused():
         CorpusConfig(direct=-1)
     with pytest.raises(ValueError, match="tagged"):
         CorpusConfig(tagged=1.5)
+
+
+# --- checks that can pay: casting out nines, a careful redo ------------------------------------------
+
+NINES = CorpusConfig(digits=3, digits_b=2, direct=0, worked=0, self_check=1, tagged=0.5, mistake_rate=0.5,
+                     check="nines", check_reliability=0.8, recheck=True, held_out_every=16)
+SUM_STEP = re.compile(r"^(\d+(?:\+\d+)+)=(\d+)$")
+MUL_STEP = re.compile(r"^(\d+)\*(\d+)=(\d+)$")
+
+
+def parse_nines(doc: dict) -> dict:
+    """The document's parts, parsed independently of corpus.py: the first answer, the check's steps
+    and verdict, the redo's steps, the answer given."""
+    text = doc["text"]
+    answer = int(re.search(r"(?:<answer> |A: )(\d+)", text).group(1))
+    work, _, rest = text.partition(" check: ")
+    first = int(work.split("=")[-1])
+    check, _, redo = rest.partition(" wait, ")
+    tokens = check.replace("</think>", "").split()
+    verdict_ok = "ok" in tokens[:tokens.index("ok") + 1] if "ok" in tokens and "not" not in tokens else False
+    check_steps = [t for t in tokens if "=" in t]
+    redo_steps = [t for t in redo.split(" check: ")[0].replace("</think>", "").split() if "=" in t]
+    return {"first": first, "answer": answer, "ok": verdict_ok, "check_steps": check_steps, "redo_steps": redo_steps,
+            "recheck": redo.split(" check: ")[1].split(" </think>")[0].split(" A:")[0] if " check: " in redo else None}
+
+
+def step_is_right(step: str) -> bool:
+    if m := SUM_STEP.match(step):
+        return sum(int(x) for x in m.group(1).split("+")) == int(m.group(2))
+    m = MUL_STEP.match(step)
+    return int(m.group(1)) * int(m.group(2)) == int(m.group(3))
+
+
+def test_nines_checks_are_right_at_the_configured_rate_and_wrong_by_one_written_step():
+    docs = take(NINES, 0, 3000)
+    parsed = [parse_nines(d) for d in docs]
+    right = np.asarray([p["ok"] == (p["first"] == d["a"] * d["b"]) for d, p in zip(docs, parsed)])
+    se = np.sqrt(0.8 * 0.2 / len(docs))
+    assert abs(right.mean() - 0.8) < 4 * se
+    slips = np.asarray([p["first"] != d["a"] * d["b"] for d, p in zip(docs, parsed)])
+    assert abs(slips.mean() - 0.5) < 4 * np.sqrt(0.25 / len(docs))
+    for ok, p in zip(right, parsed):
+        wrong_steps = sum(not step_is_right(s) for s in p["check_steps"] if not s.startswith(str(p["first"]) + "="))
+        assert wrong_steps == (0 if ok else 1), p
+
+
+def test_rejected_answers_are_redone_right_and_accepted_ones_are_given():
+    for d in take(NINES, 1, 1500):
+        p = parse_nines(d)
+        product = d["a"] * d["b"]
+        if p["ok"]:  # accepted (a miss gives the wrong first answer: the corpus is honest about it)
+            assert p["answer"] == p["first"] and not p["redo_steps"]
+        else:
+            assert p["answer"] == product and all(step_is_right(s) for s in p["redo_steps"])
+            assert int(p["redo_steps"][-1].split("=")[1]) == product
+            assert p["recheck"] is not None and p["recheck"].split()[-1] == "ok"
+
+
+def test_nines_slips_are_all_caught_by_a_reliable_check():
+    config = CorpusConfig(**{**NINES.__dict__, "check_reliability": 1.0, "mistake_rate": 1.0})
+    for d in take(config, 2, 500):
+        p = parse_nines(d)
+        assert p["first"] != d["a"] * d["b"] and not p["ok"] and p["answer"] == d["a"] * d["b"]
+
+
+def test_two_factor_sizes_and_held_out_pairs():
+    docs = take(NINES, 3, 2000)
+    assert all(100 <= d["a"] <= 999 and 10 <= d["b"] <= 99 for d in docs)
+    assert not any(corpus.is_held_out(d["a"], d["b"]) for d in docs)
+
+
+def test_the_self_check_detector_reads_the_corpus_as_written():
+    from r1zero.metrics import self_check
+
+    for d in take(NINES, 4, 1000):
+        p, c = parse_nines(d), self_check(d["text"], str(d["a"] * d["b"]))
+        assert (c.first, c.final, c.rejected) == (p["first"], p["answer"], not p["ok"])
+        first_right = p["first"] == d["a"] * d["b"]
+        want = "accepted" if p["ok"] else "kept" if first_right else "wrong->right"
+        assert c.event == want
+
+
+def test_bad_check_options_are_named():
+    from r1zero.errors import UserError
+
+    with pytest.raises(UserError, match="corpus.check"):
+        CorpusConfig(check="triple")
+    with pytest.raises(UserError, match="corpus.check must be nines for check_reliability"):
+        CorpusConfig(check_reliability=0.5)
+    with pytest.raises(UserError, match="corpus.check_reliability"):
+        CorpusConfig(check="nines", check_reliability=1.5)

@@ -38,6 +38,16 @@ def test_multiply_holds_out_the_pairs_the_corpus_never_writes():
     other = generate(TaskConfig(dataset="multiply", difficulty=2, eval_size=100), seed=1)
     assert [e["id"] for e in other["test"]] == [e["id"] for e in test]
     assert [e["id"] for e in other["train"]] != [e["id"] for e in train]
+
+
+def test_multiply_with_two_factor_sizes():
+    from r1zero.data import corpus
+
+    splits = generate(TaskConfig(dataset="multiply", difficulty=3, difficulty_b=2, eval_size=64), seed=0)
+    rows = splits["train"] + splits["test"]
+    assert len(rows) == 900 * 90 - sum(corpus.is_held_out(a, b) for a in range(100, 1000) for b in range(10, 100)) + 64
+    assert all(100 <= e["meta"]["a"] <= 999 and 10 <= e["meta"]["b"] <= 99 for e in rows)
+    assert all(corpus.is_held_out(e["meta"]["a"], e["meta"]["b"]) for e in splits["test"])
     with pytest.raises(ValueError, match="task.eval_size must be between 1 and"):
         generate(TaskConfig(dataset="multiply", difficulty=2, eval_size=5000), seed=0)
 
