@@ -31,10 +31,17 @@ _sandboxes: dict[CodeConfig, object] = {}
 _lock = threading.Lock()
 
 
+OPEN_FENCE = re.compile(r"```[ \t]*+(?:(?:python3?|py)[ \t]*+)?\r?\n")
+
+
 def last_block(text: str) -> str | None:
-    """The content of the last ```python (or bare ```) fenced block, or None."""
+    """The content of the last ```python (or bare ```) fenced block; with no closed block, what
+    follows an opening fence (a completion cut by the token budget mid-block); else None."""
     blocks = FENCE.findall(text)
-    return blocks[-1] if blocks else None
+    if blocks:
+        return blocks[-1]
+    opened = OPEN_FENCE.search(text)
+    return text[opened.end():] if opened else None
 
 
 def extract_program(completion: str, example: dict, mode: str) -> str | None:

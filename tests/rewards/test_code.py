@@ -33,6 +33,8 @@ def test_extraction_modes():
     assert code.extract_program("```python\ndef f(): pass\n```", {}, "answer") is None  # no <answer>
     assert code.extract_program("```python\na\n```\ntext\n```\nb\n```", {}, "block") == "b\n"
     assert code.extract_program("no code", {}, "block") is None
+    assert code.extract_program("Sure:\n```python\ndef f():\n    return 1\n# cut by the bud", {}, "block") == \
+        "def f():\n    return 1\n# cut by the bud"  # no closed block: the cut-off one
     # function problems get their context (HumanEval's prompt, its helpers) first
     assert code.extract_program(answer("def f(): pass\n"), {"kind": "function", "context": "import math\n"},
                                 "answer") == "import math\n\n\ndef f(): pass\n"
