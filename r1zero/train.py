@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import shutil
 import time
 from pathlib import Path
@@ -685,7 +686,8 @@ def write_audit(workdir: Path, metrics: dict[str, float], rows: list[dict], exam
     """audit_epoch0.json: the base model under the template before RL (the step-0 evaluation) with
     some of its completions, so pre-existing behaviour is never mistaken for emergence."""
     audit = {"note": "held-out evaluation of the base model before any RL update (step 0)",
-             "metrics": metrics, "examples": rows[:examples]}
+             "metrics": {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()},
+             "examples": rows[:examples]}  # NaN (an empty side of a split) as null, as in metrics.jsonl
     (workdir / "audit_epoch0.json").write_text(json.dumps(audit, indent=1) + "\n")
 
 
