@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import platform
+import queue
 import secrets
 import selectors
 import shutil
@@ -35,7 +36,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -101,10 +101,11 @@ class Sandbox:
         for name in INSIDE:
             shutil.copyfile(here / name, Path(self._dir) / name)
             os.chmod(Path(self._dir) / name, 0o644)
-        self._slots = list(range(self.workers))
+        self._slots: queue.SimpleQueue[int] = queue.SimpleQueue()  # a free worker slot (its uid) per token
+        for slot in range(self.workers):
+            self._slots.put(slot)
         self._uid_block = secrets.randbelow(1 << 16)  # another trainer on this machine draws another block
         self._kill = shutil.which("kill")
-        self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="r1zero-sandbox")
         if config.isolation == "process":
             log.warning("code.isolation=process: model-written code runs WITHOUT namespaces (it can read the "
@@ -124,13 +125,11 @@ class Sandbox:
     def run(self, job: dict, deadline: float | None = None, timeout_s: float | None = None) -> Verdict:
         """One job (see harness.py): {"kind": "function", "context", "program", "tests", "entry_point"}
         or {"kind": "stdio", "program", "inputs"}. Never raises for what the program does."""
-        with self._lock:
-            slot = self._slots.pop()
+        slot = self._slots.get()  # waits while `workers` executions run (direct calls and run_many alike)
         try:
             return verdict(self._execute(job, slot, deadline, timeout_s or self.config.timeout_s), job)
         finally:
-            with self._lock:
-                self._slots.append(slot)
+            self._slots.put(slot)
 
     def run_many(self, jobs: list[dict]) -> list[Verdict]:
         """The jobs in parallel, each within its fair share of `batch_timeout_s` (the budget x workers

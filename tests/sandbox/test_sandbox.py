@@ -372,6 +372,14 @@ def test_the_weaker_mode_runs_tests_is_weaker_and_cleans_up():
         assert host_processes_with(marker) == []
 
 
+def test_more_callers_than_workers_wait_for_a_slot(box):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(6) as pool:
+        verdicts = list(pool.map(lambda _: box.run(add_job("def add(a, b):\n    return a + b\n")), range(6)))
+    assert [v.passed for v in verdicts] == [3] * 6
+
+
 def test_hanging_programs_cannot_starve_the_rest_of_a_scoring_call():
     """Each execution gets its fair share of the batch budget, so correct programs queued behind
     hanging ones still run, and the call ends by the budget."""
