@@ -321,8 +321,8 @@ class CorpusConfig:
     held_out_every: int = 16  # about 1 pair in this many is held out (never in the corpus)
     digits_b: int = 0  # digits of the second factor; 0: as `digits` (3 and 2: 3x2-digit products)
     check: str = "swap"  # swap: the product recomputed with the factors swapped | nines: casting out nines, then a redo digit by digit
-    check_reliability: float = 1.0  # nines: share of checks whose verdict is right (else a false alarm or a miss)
-    recheck: bool = False  # nines: the redo is checked too
+    check_reliability: float = 1.0  # nines: share of first checks whose verdict is right (else a false alarm or a miss)
+    recheck: bool = False  # nines: the redo is checked too (always rightly: the redo is right)
 
     def __post_init__(self):
         for shares in ((self.direct, self.worked, self.self_check), self.tagged_mix or (1,)):

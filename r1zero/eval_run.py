@@ -223,7 +223,8 @@ def _write_results(out: Path, variants: list[Variant], config: TrainConfig, comm
               "results": results, "pass_at_k_curve": curves}
     if len(variants) > 1:
         report["compare"] = compare(variants, curves, solved)
-        plot_curves(curves, out / "pass_at_k.png")
+        if n:  # greedy only: no pass@k curve to draw
+            plot_curves(curves, out / "pass_at_k.png")
     (out / "eval.json").write_text(json.dumps(_no_nan(report), indent=1) + "\n")
     return report
 

@@ -96,15 +96,18 @@ def self_check_stats(texts: Sequence[str], golds: Sequence[str], correct: np.nda
     correct = np.asarray(correct, bool)
     checked = np.asarray([c.checked for c in checks], bool)
     rejected = np.asarray([c.rejected for c in checks], bool)
-    first_right = np.asarray([c.first is not None and str(c.first) == str(g).strip() for c, g in zip(checks, golds)])
-    events = np.asarray([c.event for c in checks])
-    out = {"check_rate": checked.mean(), "verified_right": (checked & correct).mean()}
+    stated = np.asarray([c.first is not None for c in checks], bool)
+    first_right = np.asarray([c.first is not None and str(c.first) == str(g).strip() for c, g in zip(checks, golds)],
+                             bool)
+    events = np.asarray([c.event for c in checks], str)
+    share = lambda m: float(m.mean()) if m.size else math.nan
+    out = {"check_rate": share(checked), "verified_right": share(checked & correct)}
     out["check_rate_correct"], out["check_rate_incorrect"] = split_mean(checked, correct)
     out["accuracy_checked"], out["accuracy_unchecked"] = split_mean(correct, checked)
     out["check_false_alarm"] = split_mean(rejected[checked], first_right[checked])[0]
-    out["check_miss"] = split_mean(~rejected[checked], ~first_right[checked])[0]
+    out["check_miss"] = split_mean(~rejected[checked & stated], ~first_right[checked & stated])[0]
     for event in ("wrong->right", "right->wrong", "wrong->wrong"):
-        out[event.replace("->", "_to_")] = (events == event).mean()
+        out[event.replace("->", "_to_")] = share(events == event)
     return {f"self_check/{k}": float(v) for k, v in out.items()}
 
 

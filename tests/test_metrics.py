@@ -109,3 +109,8 @@ def test_self_check_stats_count_by_hand():
     assert [got[f"self_check/{e}"] for e in ("wrong_to_right", "right_to_wrong", "wrong_to_wrong")] == [0.2, 0.2, 0.2]
     empty = self_check_stats(["<answer> 3 </answer>"], ["3"], np.array([True]))
     assert np.isnan(empty["self_check/check_false_alarm"]) and np.isnan(empty["self_check/accuracy_checked"])
+    none = self_check_stats([], [], np.array([], bool))  # no rows (a host with no problems)
+    assert all(np.isnan(v) for v in none.values())
+    # a check with no stated first answer is neither a miss nor a catch
+    unstated = self_check_stats(["<think> check: ok </think> <answer> 5 </answer>"], ["6"], np.array([False]))
+    assert np.isnan(unstated["self_check/check_miss"])

@@ -72,7 +72,9 @@ def job_for(program: str, example: dict) -> dict:
     if example["kind"] == "function":
         return {"kind": "function", "program": program, "context": example.get("context", ""),
                 "tests": example["tests"], "entry_point": example["entry_point"]}
-    return {"kind": "stdio", "program": program, "inputs": list(example["inputs"])}
+    longest = max(len(out.encode()) for out in example["outputs"])
+    return {"kind": "stdio", "program": program, "inputs": list(example["inputs"]),
+            "case_output_bytes": 2 * longest + 1024}  # room for the right output, and then some
 
 
 def problem_error(example: dict) -> str | None:

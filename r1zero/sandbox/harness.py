@@ -174,24 +174,27 @@ class _CountAsserts(ast.NodeTransformer):
 
 
 def test_statements(tests) -> tuple[list, list, str | None]:
-    """(setup code, statements, the check function's parameter name or None).
+    """(setup code, [(statement, holds an assert)], the check function's parameter name or None).
 
-    `tests` is a list of sources (each run as one statement) or one source: HumanEval's
-    `def check(candidate)` (its body's top-level statements, in order) or plain statements. Which
-    statements are tests is decided as they run (run_function_tests).
+    `tests` is a list of sources (each run as one statement, each a test) or one source: HumanEval's
+    `def check(candidate)` (its body's top-level statements, in order) or plain statements.
     """
     def compiled(body: list, name: str):
         module = ast.fix_missing_locations(_CountAsserts().visit(ast.Module(body=body, type_ignores=[])))
         return compile(module, name, "exec")
 
+    has_assert = lambda nodes: any(isinstance(n, ast.Assert) for node in nodes for n in ast.walk(node))
     if isinstance(tests, list):
-        return [], [compiled(ast.parse(t).body, f"<test {i}>") for i, t in enumerate(tests)], None
+        bodies = [ast.parse(t).body for t in tests]
+        return [], [(compiled(b, f"<test {i}>"), True) for i, b in enumerate(bodies)], None
     module = ast.parse(tests)
     check = next((s for s in module.body if isinstance(s, ast.FunctionDef) and s.name == "check"), None)
     body = check.body if check else module.body
     setup = [s for s in module.body if s is not check] if check else []
     param = check.args.args[0].arg if check and check.args.args else None
-    return ([compiled(setup, "<test setup>")] if setup else []), [compiled([s], "<test>") for s in body], param
+    statements = [(compiled([s], "<test>"), has_assert([s]) and not isinstance(s, (ast.FunctionDef, ast.ClassDef)))
+                  for s in body]
+    return ([compiled(setup, "<test setup>")] if setup else []), statements, param
 
 
 def builtin_exception(reply: dict) -> BaseException:
@@ -223,8 +226,8 @@ class Candidate:
             raise CandidateError(self.broken)
         try:
             request = {"args": wire.encode(list(args)), "kwargs": wire.encode(kwargs)}
-        except wire.WireError as e:
-            raise CandidateError(f"the test's arguments are not plain data: {e}") from None
+        except wire.WireError as e:  # the problem's fault, not the program's
+            fail(f"a test passes arguments that are not plain data: {e}")
         if self.process is None:
             self._start()
         try:
@@ -274,9 +277,10 @@ class Candidate:
 
 
 def run_function_tests(job: dict) -> int:
-    """Runs the test statements in order. A statement is a test when an assert ran in it (or it
-    raised) and the function was called since the previous test: `r = f(2)` then `assert r == 4` is
-    one test; HumanEval's `assert True` is none."""
+    """Runs the test statements in order. A statement is a test when the function was called since
+    the previous test and the statement holds an assert (whatever the program does, so the count is
+    the same for every program), or an assert ran in it (a helper that asserts) or it raised:
+    `r = f(2)` then `assert r == 4` is one test; HumanEval's `assert True` is none."""
     try:
         setup, statements, param = test_statements(job["tests"])
     except SyntaxError as e:
@@ -294,7 +298,7 @@ def run_function_tests(job: dict) -> int:
     if param:
         namespace[param] = candidate
     count, calls_before = 0, 0
-    for code in statements:
+    for code, holds_assert in statements:
         candidate.deadline = time.monotonic() + job["test_timeout_s"]
         asserts_before, failure = asserted[0], None
         try:
@@ -305,7 +309,7 @@ def run_function_tests(job: dict) -> int:
             failure = "assertion failed"
         except BaseException as e:  # noqa: BLE001 (the test's own code raised on the candidate's output)
             failure = f"{type(e).__name__}: {str(e)[:200]}"
-        if (asserted[0] > asserts_before or failure) and candidate.calls > calls_before:
+        if (holds_assert or asserted[0] > asserts_before or failure) and candidate.calls > calls_before:
             emit(f"TEST {count} " + ("PASS" if failure is None else "FAIL " + json.dumps(failure)))
             count, calls_before = count + 1, candidate.calls
     candidate.stop()

@@ -25,6 +25,7 @@ import base64
 import dataclasses
 import json
 import logging
+import math
 import os
 import platform
 import queue
@@ -107,6 +108,11 @@ class Sandbox:
         self._uid_block = secrets.randbelow(1 << 16)  # another trainer on this machine draws another block
         self._kill = shutil.which("kill")
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="r1zero-sandbox")
+        if config.isolation == "process" and not self.root:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._executor.shutdown()
+            raise SandboxUnavailable("code.isolation=process needs root: it runs programs as another uid (as "
+                                     "this user they would share its process limit and files)")
         if config.isolation == "process":
             log.warning("code.isolation=process: model-written code runs WITHOUT namespaces (it can read the "
                         "machine's files and reach the network); use it only where bubblewrap cannot run")
@@ -132,12 +138,12 @@ class Sandbox:
             self._slots.put(slot)
 
     def run_many(self, jobs: list[dict]) -> list[Verdict]:
-        """The jobs in parallel, each within its fair share of `batch_timeout_s` (the budget x workers
-        / jobs, at most `timeout_s`), so programs that hang cannot starve the rest: the whole call
-        ends by the budget (a job a stalled worker never started is "could not run")."""
+        """The jobs in parallel, each within its fair share of `batch_timeout_s` (the budget over the
+        waves of `workers` jobs, at most `timeout_s`), so programs that hang cannot starve the rest:
+        the whole call ends by the budget (a job a stalled worker never started is "could not run")."""
         c = self.config
         deadline = time.monotonic() + c.batch_timeout_s
-        share = min(c.timeout_s, c.batch_timeout_s * min(self.workers, len(jobs) or 1) / max(len(jobs), 1))
+        share = min(c.timeout_s, c.batch_timeout_s / math.ceil(max(len(jobs), 1) / self.workers))  # per wave
         return list(self._executor.map(lambda job: self.run(job, deadline, share), jobs))
 
     def _execute(self, job: dict, slot: int, deadline: float | None, timeout: float) -> Execution:
@@ -155,16 +161,19 @@ class Sandbox:
                 workdir = tempfile.mkdtemp(prefix="r1zero-run-")
             except OSError as e:
                 return Execution(b"", f"no working directory: {e}".encode(), None, False, False, 0.0, token)
+        # a stdio case's output cap: the job's (the reward sizes it from the expected output), else a
+        # share of output_bytes; the harness's whole output must hold every case in base64
+        cases = len(job.get("inputs", ()))
+        case_cap = job.get("case_output_bytes") or max(1024, c.output_bytes * 3 // 4 // (cases + 2))
+        cap = max(c.output_bytes, (cases + 2) * (case_cap * 4 // 3 + 256))
         payload = {**job, "token": token, "uid": uid, "workdir": workdir, "test_timeout_s": c.test_timeout_s,
-                   # base64 (4 bytes per 3) and room for the other lines
-                   "case_output_bytes": max(1024, c.output_bytes * 3 // 4 // (len(job.get("inputs", ())) + 2)),
+                   "case_output_bytes": case_cap,
                    "limits": {"cpu_s": c.cpu_s, "memory_mb": c.memory_mb, "processes": c.processes,
                               "file_mb": c.file_mb, "open_files": c.open_files}}
         if c.isolation == "process" and uid is not None:
             os.chown(workdir, uid, uid)
         try:
-            return _communicate(self._command(workdir), json.dumps(payload).encode(), timeout, c.output_bytes,
-                                token, workdir)
+            return _communicate(self._command(workdir), json.dumps(payload).encode(), timeout, cap, token, workdir)
         finally:
             if c.isolation == "process":
                 if uid is not None and self._kill:  # no namespace ends with it: end what it left running

@@ -58,6 +58,12 @@ def test_scores_are_passed_fractions_and_stdio_compares_outside():
     assert rewards.passed(np.asarray(values)).tolist() == [True, False, True, True, False, False]
 
 
+def test_a_long_right_stdio_output_is_not_cut():
+    big = {"id": "big", "kind": "stdio", "inputs": [""], "outputs": ["\n".join(map(str, range(60000))) + "\n"]}
+    scores = rewards.get("code")([answer("for i in range(60000):\n    print(i)\n")], [big], CTX)
+    assert scores[0].value == 1.0, scores
+
+
 def test_humaneval_canonical_solutions_all_pass_and_stubs_fail():
     rows = generators.humaneval(TaskConfig(dataset="humaneval"), 0)["test"]
     assert len(rows) == 164
