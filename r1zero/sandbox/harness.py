@@ -6,7 +6,7 @@ and prints on stdout, the one channel the trusted parent reads:
 
     START
     TEST <i> PASS | TEST <i> FAIL <reason as JSON>     (function tasks: one line per test)
-    OUT <i> <JSON: stdout, exit, timeout, truncated>    (stdio tasks: one line per case)
+    OUT <i> <JSON: stdout (base64), exit, timeout, truncated>    (stdio tasks: one line per case)
     LOG <JSON: the tail of the candidate's own output>
     END <token> <count>
 

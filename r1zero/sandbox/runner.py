@@ -15,8 +15,8 @@ One execution = one bubblewrap sandbox running harness.py on one job (a program 
   sandbox's pid namespace with it.
 - output read here with a byte cap (truncation recorded).
 
-`isolation="process"` (opt-in, weaker) runs the harness as a plain process with the same limits and
-uid but no namespaces: the code can see the machine's files and network.
+`isolation="process"` (opt-in, weaker, root only) runs the harness as a plain process with the same
+limits and uid but no namespaces or filter: the code can see the machine's files and network.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ def test_extraction_modes():
     assert code.extract_program("no code", {}, "block") is None
     assert code.extract_program("Sure:\n```python\ndef f():\n    return 1\n# cut by the bud", {}, "block") == \
         "def f():\n    return 1\n# cut by the bud"  # no closed block: the cut-off one
+    assert code.extract_program("```Python\nx = 1", {}, "block") == "x = 1"  # fences in any case, open or closed
     # function problems get their context (HumanEval's prompt, its helpers) first
     assert code.extract_program(answer("def f(): pass\n"), {"kind": "function", "context": "import math\n"},
                                 "answer") == "import math\n\n\ndef f(): pass\n"
