@@ -131,3 +131,11 @@ def test_empty_and_missing_inputs(tmp_path):
         load_task(TaskConfig(dataset="jsonl", path=str(tmp_path / "none.jsonl")), 0, tmp_path, 4)
     with pytest.raises(ValueError, match="has no train split"):
         load_task(TaskConfig(dataset="math"), 0, tmp_path, 4)  # CHAMP alone is an evaluation set
+
+
+def test_humaneval_is_for_evaluation_only(tmp_path):
+    with pytest.raises(UserError, match="humaneval is for evaluation only"):
+        load_task(TaskConfig(dataset="humaneval"), 0, tmp_path, 4)
+    iterator, held_out = load_task(TaskConfig(dataset="humaneval"), 0, tmp_path, 4, train=False)
+    assert iterator is None and len(held_out) == 164
+    assert {ex["kind"] for ex in held_out} == {"function"} and all(ex["entry_point"] in ex["context"] for ex in held_out)
