@@ -446,9 +446,12 @@ class TrainConfig:
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
     """Next-token pretraining of a small base model on the procedural corpus (r1zero/pretrain.py).
-    A step is one AdamW update on `batch_size` rows of `seq_len` tokens (whole documents packed)."""
+    A step is one AdamW update on `batch_size` rows of `seq_len` tokens (whole documents packed).
+    With `init_dir` it continues a model this command made (continued pretraining, e.g. a base primed
+    with a new kind of document) instead of starting from a random init."""
 
     model: ModelConfig = ModelConfig()
+    init_dir: str = ""  # a model directory written by `r1zero pretrain` to start from; "": a random init
     corpus: CorpusConfig = CorpusConfig()
     optim: OptimConfig = OptimConfig(learning_rate=3e-3, schedule="cosine", warmup_steps=100, weight_decay=0.01)
     mesh: MeshConfig = MeshConfig()

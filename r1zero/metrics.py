@@ -51,6 +51,9 @@ _CHECK = re.compile(r"\bcheck\b", re.IGNORECASE)
 _REJECT = re.compile(r"\b(?:wrong|not|mistake|incorrect)\b", re.IGNORECASE)
 _STATED = re.compile(r"=\s*(-?\d+)\b")
 _FINAL = re.compile(r"<answer>\s*(-?\d+)\s*</answer>|\bA:\s*(-?\d+)")
+# Where a check's own working ends: its verdict, the redo, the answer, or another check.
+_CHECK_END = re.compile(r"\b(?:ok|wait|redo|check|so)\b|</think>|<answer>|\bA:", re.IGNORECASE)
+_EQUATION = re.compile(r"(?<![\d+*])(\d+(?:\s*[+*]\s*\d+)*)\s*=\s*(\d+)")
 SELF_CHECK_EVENTS = ("none", "accepted", "kept", "wrong->right", "right->wrong", "wrong->wrong")
 
 
@@ -65,6 +68,18 @@ class SelfCheck:
     first: int | None  # the answer the working stated before the check
     final: int | None  # the answer given (<answer> or "A:")
     event: str
+    arithmetic_right: bool = False  # the check wrote at least one equation, and every one is right
+
+
+def _value(expression: str) -> int:
+    """A sum of products of integers ("4+8", "3*8", "2+5+1+4"), parsed, never eval'd."""
+    return sum(math.prod(int(f) for f in term.split("*")) for term in expression.replace(" ", "").split("+"))
+
+
+def equations_right(text: str) -> bool:
+    """Whether `text` holds at least one equation ("a+b=c", "a*b=c") and all of them are right."""
+    found = _EQUATION.findall(text)
+    return bool(found) and all(_value(lhs) == int(rhs) for lhs, rhs in found)
 
 
 def self_check(text: str, gold: str) -> SelfCheck:
@@ -79,19 +94,23 @@ def self_check(text: str, gold: str) -> SelfCheck:
     if check is None:
         return SelfCheck(False, False, first, final, "none")
     rejected = bool(_REJECT.search(body[check.end():]))
+    end = _CHECK_END.search(body, check.end())
+    arithmetic = equations_right(body[check.end():end.start() if end else len(body)])
     if not rejected:
-        return SelfCheck(True, False, first, final, "accepted")
+        return SelfCheck(True, False, first, final, "accepted", arithmetic)
     if first is None or final is None or first == final:
-        return SelfCheck(True, True, first, final, "kept")
+        return SelfCheck(True, True, first, final, "kept", arithmetic)
     right = lambda x: str(x) == str(gold).strip()
-    return SelfCheck(True, True, first, final, f"{'right' if right(first) else 'wrong'}->{'right' if right(final) else 'wrong'}")
+    return SelfCheck(True, True, first, final, f"{'right' if right(first) else 'wrong'}->{'right' if right(final) else 'wrong'}",
+                     arithmetic)
 
 
 def self_check_stats(texts: Sequence[str], golds: Sequence[str], correct: np.ndarray) -> dict[str, float]:
     """Check rate (split by correctness), accuracy with and without a check, verified-right
     (checked and correct), the check's false-alarm rate (rejects a right first answer) and miss rate
-    (accepts a wrong one), and self-correction events per completion by direction. NaN where a
-    denominator is empty."""
+    (accepts a wrong one), the exact-check rate (of checks after a stated answer: every equation of
+    the check right and its verdict right), and self-correction events per completion by direction.
+    NaN where a denominator is empty."""
     checks = [self_check(t, g) for t, g in zip(texts, golds)]
     correct = np.asarray(correct, bool)
     checked = np.asarray([c.checked for c in checks], bool)
@@ -106,6 +125,8 @@ def self_check_stats(texts: Sequence[str], golds: Sequence[str], correct: np.nda
     out["accuracy_checked"], out["accuracy_unchecked"] = split_mean(correct, checked)
     out["check_false_alarm"] = split_mean(rejected[checked], first_right[checked])[0]
     out["check_miss"] = split_mean(~rejected[checked & stated], ~first_right[checked & stated])[0]
+    exact = np.asarray([c.arithmetic_right for c in checks], bool) & (rejected != first_right)
+    out["check_exact"] = share(exact[checked & stated])
     for event in ("wrong->right", "right->wrong", "wrong->wrong"):
         out[event.replace("->", "_to_")] = share(events == event)
     return {f"self_check/{k}": float(v) for k, v in out.items()}

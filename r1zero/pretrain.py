@@ -29,6 +29,7 @@ from flax import nnx
 
 from r1zero import sharding
 from r1zero.config import PretrainConfig, to_dict
+from r1zero.errors import MissingFileError, UserError
 from r1zero.data import corpus
 from r1zero.metrics import MetricWriter
 from r1zero.models import create_model, hf, param_count, per_token_logprobs
@@ -66,17 +67,35 @@ def corpus_loss(model, tok: Tokenizer, config: PretrainConfig) -> float:
     return float(_lm_loss(model, tokens, mask, chunk_tokens=config.logprob_chunk_tokens))
 
 
+def initial_model(config: PretrainConfig, tokenizer_dir: Path, mesh):
+    """`config.init_dir`'s model, once its tokenizer is checked to be the corpus's own (the same
+    ids for the same characters): continued pretraining must not silently remap tokens."""
+    init = Path(config.init_dir)
+    theirs = init / "tokenizer.json"
+    if not theirs.is_file():
+        raise MissingFileError(f"init_dir {init} has no tokenizer.json (it must be a model `r1zero pretrain` wrote)")
+    vocab = lambda path: json.loads(path.read_text()).get("model", {}).get("vocab")
+    if vocab(theirs) != vocab(tokenizer_dir / "tokenizer.json"):
+        raise UserError(f"init_dir {init}: its tokenizer.json is not the corpus's character tokenizer "
+                        f"(continued pretraining needs the same token ids)")
+    model, _ = hf.load_model(init, mesh, given=config.model)
+    return model
+
+
 def pretrain(config: PretrainConfig, workdir: str | Path, progress: bool = True,
              command: str = "") -> dict[str, Any]:
-    """Trains from a random init for `config.steps` steps and writes DIR/model; returns the summary."""
+    """Trains from a random init (or `config.init_dir`) for `config.steps` steps and writes DIR/model; returns the summary."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(to_dict(config), indent=1) + "\n")
     mesh = sharding.make_mesh(config.mesh)
     tok = write_char_tokenizer(workdir / "tokenizer", corpus.ALPHABET, SPECIAL_TOKENS)
-    model_config = dataclasses.replace(config.model, vocab_size=tok.vocab_size)
-    hf.hf_config_dict(model_config)  # a model Hugging Face cannot hold fails now, not after training
-    model = create_model(model_config, mesh, seed=config.seed)
+    if config.init_dir:
+        model = initial_model(config, workdir / "tokenizer", mesh)
+    else:
+        model_config = dataclasses.replace(config.model, vocab_size=tok.vocab_size)
+        hf.hf_config_dict(model_config)  # a model Hugging Face cannot hold fails now, not after training
+        model = create_model(model_config, mesh, seed=config.seed)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = make_optimizer(config.optim, config.steps)
     opt_state, opt_sh = init_opt_state(tx, params, mesh)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from r1zero.errors import MissingFileError, UserError
-from r1zero.metrics import REFLECTIVE_WORDS, read_jsonl
+from r1zero.metrics import REFLECTIVE_WORDS, read_jsonl, self_check
 
 # (label, metrics key) of the summary table: held-out evaluation at the start (the epoch-0 audit) and end.
 SUMMARY_ROWS = (
@@ -42,6 +42,7 @@ SUMMARY_ROWS = (
     ("self-corrections wrong->right (per completion)", "eval/sampled_self_check/wrong_to_right"),
     ("self-corrections right->wrong (per completion)", "eval/sampled_self_check/right_to_wrong"),
     ("check false alarms (rejects a right answer)", "eval/sampled_self_check/check_false_alarm"),
+    ("exact checks (every step and the verdict right)", "eval/sampled_self_check/check_exact"),
 )
 EVAL_KEY = "eval/greedy_accuracy"  # present in every evaluation row
 
@@ -162,7 +163,118 @@ def emergence(run: Run) -> dict[str, Any]:
                      "ever_solved": len(solved), "newly_solved": len(end_ok - start_ok),
                      "forgotten": len(start_ok - end_ok), "first_solved": firsts},
         "reflective_words": reflective_first_steps(run),
+        "aha": aha_moment(run),
     }
+
+
+CORRECTIONS = ("wrong_to_right", "right_to_wrong", "wrong_to_wrong")
+
+
+def _rows_per_step(run: Run) -> int:
+    """Completions per rollout, from the run's config.json (1 if it cannot be read)."""
+    try:
+        config = json.loads((run.dir / "config.json").read_text())
+        return max(1, int(config["prompts_per_rollout"]) * int(config["sampling"]["num_samples"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1
+
+
+def aha_moment(run: Run) -> dict[str, Any] | None:
+    """When self-correction took off in the rollouts, and what it paid.
+
+    The self-correction rate is the share of completions whose check rejects the stated answer and
+    whose final answer differs (wrong->right + right->wrong + wrong->wrong). Its epoch-0 level is its
+    mean over the first window of steps (w = 5% of the steps, at least 1: the base's own rollouts and
+    the first updates); the aha step is the first step after that window where its trailing w-step
+    mean exceeds the epoch-0 level by three binomial standard errors while wrong->right outnumbers
+    right->wrong (corrections that pay); None if it never does. `share_of_gain` is the rise of net
+    corrections (wrong->right minus right->wrong per completion) over the rise of rollout accuracy,
+    first window to last: the part of the accuracy gain the corrections explain."""
+    series = {k: dict(zip(*run.series(f"self_check/{k}"))) for k in CORRECTIONS}
+    series["accuracy"] = dict(zip(*run.series("accuracy")))
+    steps = np.asarray(sorted(set.intersection(*(set(v) for v in series.values()))))
+    if len(steps) == 0:
+        return None
+    y = {k: np.asarray([v[s] for s in steps]) for k, v in series.items()}
+    corr = y["wrong_to_right"] + y["right_to_wrong"] + y["wrong_to_wrong"]
+    net = y["wrong_to_right"] - y["right_to_wrong"]
+    w = max(1, len(steps) // 20)
+    trailing = lambda v: np.convolve(v, np.ones(w) / w, mode="valid")  # [i] = mean of steps i .. i+w-1
+    n = _rows_per_step(run) * w
+    base = float(corr[:w].mean())
+    threshold = base + 3 * math.sqrt(max(base, 1 / n) * (1 - min(base, 1 - 1 / n)) / n)
+    up = (trailing(corr) > threshold) & (trailing(y["wrong_to_right"]) > trailing(y["right_to_wrong"]))
+    up[:1] = False  # the first window is the baseline itself
+    hits = np.flatnonzero(up)
+    start, end = lambda v: float(v[:w].mean()), lambda v: float(v[-w:].mean())
+    gain = end(y["accuracy"]) - start(y["accuracy"])
+    return {"step": int(steps[hits[0] + w - 1]) if len(hits) else None, "window_steps": w, "threshold": threshold,
+            "self_correction_start": base, "self_correction_end": end(corr),
+            "wrong_to_right_start": start(y["wrong_to_right"]), "wrong_to_right_end": end(y["wrong_to_right"]),
+            "right_to_wrong_start": start(y["right_to_wrong"]), "right_to_wrong_end": end(y["right_to_wrong"]),
+            "accuracy_start": start(y["accuracy"]), "accuracy_end": end(y["accuracy"]),
+            "net_correction_gain": end(net) - start(net), "accuracy_gain": gain,
+            "share_of_gain": (end(net) - start(net)) / gain if gain > 0 else None}
+
+
+def aha_examples(run: Run, step: int | None, n: int = 2) -> dict[str, list[dict]]:
+    """Logged rollout completions: `n` from the first logged step (before) and `n` wrong->right
+    corrections from `step` on (after; from the last logged step if there is no aha step or none)."""
+    if not run.completions:
+        return {"before": [], "after": []}
+    first = min(r["step"] for r in run.completions)
+    before = [r for r in run.completions if r["step"] == first][:n]
+    fixed = [r for r in run.completions if step is not None and r["step"] >= step
+             and self_check(r.get("completion") or "", str(r.get("answer", ""))).event == "wrong->right"]
+    last = max(r["step"] for r in run.completions)
+    after = fixed[:n] or [r for r in run.completions if r["step"] == last][:n]
+    return {"before": before, "after": after}
+
+
+def aha_table(runs: list[Run]) -> str:
+    """Markdown, one row per run: the held-out check rate, self-corrections wrong->right and sampled
+    accuracy at the start and the end, the rollouts' aha step and the share of the accuracy gain net
+    corrections explain (the priming grid's table: `r1zero report` over its runs)."""
+    head = ("| run | check rate | wrong->right | right->wrong | accuracy | accuracy with / without a check (end) "
+            "| aha step | share of gain |")
+    lines = [head, "|---" * 8 + "|"]
+    for r in runs:
+        aha = aha_moment(r) or {}
+        key = lambda k: f"eval/sampled_self_check/{k}"
+        span = lambda k: f"{_fmt(r.start.get(k))} -> {_fmt(r.end.get(k))}"
+        share = aha.get("share_of_gain")
+        lines.append(f"| {r.name} | {span(key('check_rate'))} | {span(key('wrong_to_right'))} | "
+                     f"{span(key('right_to_wrong'))} | {span('eval/sampled_accuracy')} | "
+                     f"{_fmt(r.end.get(key('accuracy_checked')))} / {_fmt(r.end.get(key('accuracy_unchecked')))} | "
+                     f"{aha.get('step') if aha.get('step') is not None else '-'} | "
+                     f"{f'{share:.0%}' if share is not None else '-'} |")
+    return "\n".join(lines)
+
+
+def _aha_lines(run: Run, aha: dict[str, Any] | None) -> list[str]:
+    if aha is None:
+        return []
+    pct = lambda v: f"{v:.3f}"
+    when = (f"rises above its epoch-0 level at **step {aha['step']}**" if aha["step"] is not None else
+            "never rises three standard errors above its epoch-0 level")
+    lines = [f"- self-correction (a check rejects the answer and it changes; rollouts, {aha['window_steps']}-step "
+             f"windows) {when}: {pct(aha['self_correction_start'])} -> {pct(aha['self_correction_end'])} per completion; "
+             f"wrong->right {pct(aha['wrong_to_right_start'])} -> {pct(aha['wrong_to_right_end'])}, right->wrong "
+             f"{pct(aha['right_to_wrong_start'])} -> {pct(aha['right_to_wrong_end'])}; rollout accuracy "
+             f"{pct(aha['accuracy_start'])} -> {pct(aha['accuracy_end'])}"
+             + (f"; net corrections explain {aha['share_of_gain']:.0%} of the accuracy gain"
+                if aha["share_of_gain"] is not None else "")]
+    examples = aha_examples(run, aha["step"])
+    for label, rows in (("before (first logged step)", examples["before"]),
+                        ("after (wrong->right corrections from the aha step on)" if aha["step"] is not None
+                         else "after (last logged step)", examples["after"])):
+        if rows:
+            lines += ["", f"Example completions, {label}:", ""]
+            for r in rows:
+                verdict = "right" if r.get("correct") else "wrong"
+                lines += [f"    step {r['step']}, answer {r.get('answer')} ({verdict}): "
+                          f"{r.get('prompt', '').strip()} {(r.get('completion') or '').strip()}"]
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -194,7 +306,8 @@ PANELS = (
      [("format", "rollouts", "-"), ("eval/sampled_format", "sampled, held out", "--o")]),
     ("self_check", "Completions that check their answer", "share",
      [("self_check/check_rate", "rollouts", "-"), ("self_check/check_rate_correct", "correct", "--"),
-      ("self_check/check_rate_incorrect", "incorrect", ":"), ("eval/greedy_self_check/check_rate", "greedy, held out", "-o")]),
+      ("self_check/check_rate_incorrect", "incorrect", ":"), ("eval/greedy_self_check/check_rate", "greedy, held out", "-o"),
+      ("self_check/check_exact", "exact (of checks)", "-.")]),
     ("self_correction", "Self-corrections (a check rejects, the answer changes)", "per completion",
      [("self_check/wrong_to_right", "wrong->right", "-"), ("self_check/right_to_wrong", "right->wrong", "--"),
       ("self_check/wrong_to_wrong", "wrong->wrong", ":")]),
@@ -213,6 +326,7 @@ def plot_runs(runs: list[Run], out_dir: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     written = []
+    aha_steps = [(aha_moment(r) or {}).get("step") for r in runs]
 
     def draw(ax, panel):
         _, title, ylabel, lines = panel
@@ -224,6 +338,10 @@ def plot_runs(runs: list[Run], out_dir: str | Path) -> list[Path]:
                 y = y if key.startswith("eval/") else _smooth(y)
                 ax.plot(x, y, style, color=colors[i % len(colors)], markersize=3, linewidth=1.2,
                         label=f"{run.name}: {label}" if len(runs) > 1 else label)
+        for i, step in enumerate(aha_steps):
+            if step is not None and panel[0] in ("self_check", "self_correction"):
+                ax.axvline(step, color=colors[i % len(colors)], linestyle="-.", alpha=0.6,
+                           label=f"{runs[i].name}: aha step" if len(runs) > 1 else "aha step")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
@@ -336,7 +454,11 @@ def write_report(workdirs: list[str | Path], out_dir: str | Path | None = None,
             lines.append("- first appearance of reflective words in logged rollouts (step; step its rate "
                          "reached 5%): " + ", ".join(f"{w} {v['first_seen']}; {v['first_rate_0.05']}"
                                                      for w, v in firsts.items()))
+        lines += _aha_lines(r, facts[r.name]["aha"])
         lines.append("")
+    if any(facts[r.name]["aha"] is not None for r in runs):
+        lines += ["## Self-correction (held-out, sampled; aha step and share of gain from the rollouts)", "",
+                  aha_table(runs), ""]
     lines += ["Plots: " + ", ".join(f"[{f.name}](plots/{f.name})" for f in files), ""]
     lines += _eval_section(runs[0].dir, out) if len(runs) == 1 else []
     (out / "report.md").write_text("\n".join(lines))

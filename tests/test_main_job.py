@@ -73,8 +73,10 @@ def test_notebook_executes_top_to_bottom_against_the_run(run, tmp_path):
     source = "\n\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     script = tmp_path / "aha_moment.py"
     script.write_text(source)
-    env = {**os.environ, "R1ZERO_RUNS": str(workdir), "MPLBACKEND": "Agg"}
+    # The aha section runs against the same run: it logs the self-correction metrics too.
+    env = {**os.environ, "R1ZERO_RUNS": str(workdir), "R1ZERO_AHA_RUNS": str(workdir), "MPLBACKEND": "Agg"}
     result = subprocess.run([sys.executable, str(script)], cwd=ROOT / "notebooks", env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "held-out accuracy, greedy" in result.stdout and "first appearance" in result.stdout
+    assert f"{workdir.name}: aha step" in result.stdout and "self-correction per completion" in result.stdout

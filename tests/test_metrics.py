@@ -93,6 +93,20 @@ def test_self_check_reads_every_kind_of_working(text, gold, expected):
     assert (c.checked, c.rejected, c.first, c.final, c.event) == expected
 
 
+def test_self_check_marks_checks_whose_arithmetic_is_right():
+    from r1zero.metrics import equations_right, self_check
+
+    # By hand: rows 2-4 write only right equations in their checks (row 4's verdict is wrong, but its sums
+    # are right); row 5's check has no equation, the others have no check or none with equations.
+    assert [self_check(t, g).arithmetic_right for t, g, _ in SELF_CHECKS] == [False, True, True, True] + [False] * 5
+    slip = SELF_CHECKS[2][0].replace("86*40=3440", "86*40=3450")
+    assert not self_check(slip, "4042").arithmetic_right
+    # The redo after the verdict is not part of the check.
+    assert self_check(SELF_CHECKS[3][0].replace("48*50=2370", "48*50=1"), "2544").arithmetic_right
+    assert equations_right("2+5+1+4=12 3*8=24 12 = 12") and not equations_right("no sums") and not equations_right("2*3+1=6")
+    assert equations_right("1+" * 5000 + "1=5001")  # long input: linear, not catastrophic backtracking
+
+
 def test_self_check_stats_count_by_hand():
     from r1zero.metrics import self_check_stats
 
@@ -106,6 +120,7 @@ def test_self_check_stats_count_by_hand():
     assert got["self_check/accuracy_checked"] == 2 / 4 and got["self_check/accuracy_unchecked"] == 1.0
     assert got["self_check/check_false_alarm"] == 1 / 2  # checked with a right first answer: rows 1 (kept), 3 (rejected)
     assert got["self_check/check_miss"] == 0.0  # checked with a wrong first answer: rows 2, 4, both rejected
+    assert got["self_check/check_exact"] == 2 / 4  # rows 1 and 2; row 3's verdict is wrong, row 4 wrote no sums
     assert [got[f"self_check/{e}"] for e in ("wrong_to_right", "right_to_wrong", "wrong_to_wrong")] == [0.2, 0.2, 0.2]
     empty = self_check_stats(["<answer> 3 </answer>"], ["3"], np.array([True]))
     assert np.isnan(empty["self_check/check_false_alarm"]) and np.isnan(empty["self_check/accuracy_checked"])

@@ -39,6 +39,31 @@ def test_pretraining_is_deterministic_and_learns(tmp_path):
     assert other["eval_loss"] != a["eval_loss"]
 
 
+def test_continued_pretraining_starts_from_init_dir_and_checks_it(tmp_path):
+    from r1zero.errors import MissingFileError, UserError
+
+    pretrain(TINY, tmp_path / "a", progress=False)
+    init = tmp_path / "a" / "model"
+    frozen = dataclasses.replace(TINY, init_dir=str(init), optim=dataclasses.replace(TINY.optim, learning_rate=0.0))
+    pretrain(frozen, tmp_path / "b", progress=False)
+    wa, wb = (load_file(tmp_path / d / "model" / "model.safetensors") for d in "ab")
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)  # learning rate 0: exactly the model it started from
+    more = dataclasses.replace(TINY, init_dir=str(init), seed=1, corpus=CorpusConfig(digits=3, digits_b=2))
+    fresh = dataclasses.replace(more, init_dir="")
+    continued, scratch = (pretrain(c, tmp_path / n, progress=False) for c, n in ((more, "c"), (fresh, "d")))
+    assert continued["eval_loss"] < scratch["eval_loss"]  # 8 steps on top of 8 beat 8 from a random init
+    assert pretrain(more, tmp_path / "e", progress=False)["eval_loss"] == continued["eval_loss"]  # deterministic
+    with pytest.raises(UserError, match="hidden_size=48"):
+        pretrain(dataclasses.replace(more, model=dataclasses.replace(TINY.model, hidden_size=48)), tmp_path / "f",
+                 progress=False)
+    (init / "tokenizer.json").write_text((init / "tokenizer.json").read_text().replace('"7"', '"§"'))
+    with pytest.raises(UserError, match="not the corpus's character tokenizer"):
+        pretrain(more, tmp_path / "g", progress=False)
+    (init / "tokenizer.json").unlink()
+    with pytest.raises(MissingFileError, match="has no tokenizer.json"):
+        pretrain(more, tmp_path / "h", progress=False)
+
+
 def test_pretrain_command_writes_a_loadable_base(tmp_path, capsys):
     from r1zero.models import hf
     from r1zero.tokenizer import Tokenizer

@@ -73,3 +73,64 @@ def test_report_of_one_run_writes_into_it_and_names_bad_input(tmp_path, capsys):
     assert "metrics.jsonl line 12: not a log row" in capsys.readouterr().err
     assert main(["report", "--workdir", str(tmp_path / "nothing")]) == 2
     assert "metrics.jsonl does not exist" in capsys.readouterr().err
+
+
+FIXED = ("User: 48*53=? Assistant: <think> 48*3=144 48*50=2370 144+2370=2514 check: 4+8=12 1+2=3 5+3=8 3*8=24 "
+         "2+4=6 2+5+1+4=12 1+2=3 3 not 6 wait, 2514 is wrong, redo: 8*3=24 40*3=120 8*50=400 40*50=2000 24+120=144 "
+         "144+400=544 544+2000=2544 </think> <answer> 2544 </answer>")
+
+
+def write_aha_run(d, paying: bool):
+    """40 rollout steps of 16 prompts x 8 samples; from step 20 self-corrections jump to 0.2 per
+    completion, wrong->right when `paying`, right->wrong otherwise; accuracy follows."""
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"prompts_per_rollout": 16, "sampling": {"num_samples": 8}}))
+    rows = []
+    for step in range(41):
+        row = {"step": step}
+        if step:
+            late = step >= 20
+            row.update({"accuracy": 0.5 if late and paying else 0.3,
+                        "self_check/wrong_to_right": 0.2 if late and paying else 0.02,
+                        "self_check/right_to_wrong": 0.2 if late and not paying else 0.01,
+                        "self_check/wrong_to_wrong": 0.0})
+        if step % 20 == 0:
+            end = step == 40
+            row.update({"eval/greedy_accuracy": 0.3, "eval/sampled_accuracy": 0.5 if end and paying else 0.3,
+                        "eval/sampled_self_check/check_rate": 0.6 if end else 0.2,
+                        "eval/sampled_self_check/wrong_to_right": 0.2 if end and paying else 0.02,
+                        "eval/sampled_self_check/right_to_wrong": 0.2 if end and not paying else 0.01,
+                        "eval/sampled_self_check/accuracy_checked": 0.7, "eval/sampled_self_check/accuracy_unchecked": 0.4})
+        rows.append(row)
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    comps = [{"step": s, "prompt": "User: 48*53=? Assistant:", "answer": "2544", "correct": s >= 20,
+              "completion": FIXED.split("Assistant: ")[1] if s >= 20 else "<answer> 2514 </answer>"}
+             for s in range(1, 41)]
+    (d / "completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in comps))
+
+
+def test_report_marks_the_aha_step_and_what_the_corrections_paid(tmp_path):
+    from r1zero.report import aha_moment, load_run
+
+    real, control = tmp_path / "real", tmp_path / "control"
+    write_aha_run(real, paying=True)
+    write_aha_run(control, paying=False)
+    aha = aha_moment(load_run(real))
+    # 2-step windows; the epoch-0 level is 0.03 per completion; the window that first holds step 20 crosses.
+    assert aha["step"] == 20 and aha["window_steps"] == 2
+    assert abs(aha["self_correction_start"] - 0.03) < 1e-12 and abs(aha["self_correction_end"] - 0.21) < 1e-12
+    # Net corrections rise by 0.18 of the accuracy gain of 0.2.
+    assert abs(aha["share_of_gain"] - 0.9) < 1e-9
+    bad = aha_moment(load_run(control))
+    assert bad["step"] is None and bad["share_of_gain"] is None  # more corrections, but they do not pay
+    assert main(["report", "--workdir", str(real), "--compare", str(control)]) == 0
+    report = (real / "compare" / "report.md").read_text()
+    assert "rises above its epoch-0 level at **step 20**" in report and "explain 90% of the accuracy gain" in report
+    assert "never rises three standard errors" in report
+    assert "step 20, answer 2544 (right): User: 48*53=? Assistant: <think> 48*3=144" in report  # a correction shown
+    assert "step 1, answer 2544 (wrong)" in report
+    assert "| real | 0.200 -> 0.600 | 0.020 -> 0.200 | 0.010 -> 0.010 | 0.300 -> 0.500 | 0.700 / 0.400 | 20 | 90% |" in report
+    assert "| control | 0.200 -> 0.600 | 0.020 -> 0.020 | 0.010 -> 0.200 | 0.300 -> 0.300 | 0.700 / 0.400 | - | - |" in report
+    facts = json.loads((real / "compare" / "emergence.json").read_text())
+    assert facts["real"]["aha"]["step"] == 20 and facts["control"]["aha"]["step"] is None
+    assert (real / "compare" / "plots" / "self_correction.png").read_bytes().startswith(PNG)
