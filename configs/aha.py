@@ -1,7 +1,7 @@
 """The aha run: self-correction that pays, grown by RL from a base that already does it now and then.
 
 Pure GRPO, the main job's recipe, on 3x2-digit products from the shipped base_aha (made by
-configs/pretrain_aha.py: the main job's base continued on 3x2-digit "web text" where 20% of documents
+configs/pretrain_aha.py: the main job's base continued on 3x2-digit "web text" where 30% of documents
 check their answer by casting out nines and redo a rejected one digit by digit). In the dialogue form
 the base mostly answers at once, as a chat would, and its first pass is often wrong at 3x2 digits; a
 check is a cheap, reliable verdict and the redo is careful, so checking can pay. Whether RL finds that

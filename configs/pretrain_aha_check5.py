@@ -1,5 +1,5 @@
 """The priming grid's base with 5% checked documents: configs/pretrain_aha.py (same start, seed, steps and
-direct share) with the check share at 5% instead of 20%, the worked share taking the rest."""
+direct share) with the check share at 5% instead of 30%, the worked share taking the rest."""
 
 import importlib.util
 from pathlib import Path
