@@ -49,11 +49,16 @@ def is_step_by_step(text: str) -> bool:
 # or wrong->wrong.
 _CHECK = re.compile(r"\bcheck\b", re.IGNORECASE)
 _REJECT = re.compile(r"\b(?:wrong|not|mistake|incorrect)\b", re.IGNORECASE)
-_STATED = re.compile(r"=\s*(-?\d+)\b")
-_FINAL = re.compile(r"<answer>\s*(-?\d+)\s*</answer>|\bA:\s*(-?\d+)")
+# Numbers of at most 64 digits (model text is untrusted: a longer run of digits is not an answer, and
+# int() of more than 4,300 digits raises).
+_STATED = re.compile(r"=\s*(-?\d{1,64})(?!\d)")
+_FINAL = re.compile(r"<answer>\s*(-?\d{1,64})\s*</answer>|\bA:\s*(-?\d{1,64})(?!\d)")
 # Where a check's own working ends: its verdict, the redo, the answer, or another check.
 _CHECK_END = re.compile(r"\b(?:ok|wait|redo|check|so)\b|</think>|<answer>|\bA:", re.IGNORECASE)
-_EQUATION = re.compile(r"(?<![\d+*])(\d+(?:\s*[+*]\s*\d+)*)\s*=\s*(\d+)")
+# A sum or product with at least one operator, "= result": spaces around operators are removed first
+# (_OPERATOR_SPACES), so no match can start inside a chain and the scan stays linear in the text.
+_EQUATION = re.compile(r"(?<![\d+*-])(\d+(?:[+*]\d+)+)=(\d+)")
+_OPERATOR_SPACES = re.compile(r"\s*([+*=-])\s*")
 SELF_CHECK_EVENTS = ("none", "accepted", "kept", "wrong->right", "right->wrong", "wrong->wrong")
 
 
@@ -71,15 +76,26 @@ class SelfCheck:
     arithmetic_right: bool = False  # the check wrote at least one equation, and every one is right
 
 
+MAX_EQUATION_DIGITS = 256  # an equation with more digits than this is not checked: it counts as wrong
+
+
 def _value(expression: str) -> int:
     """A sum of products of integers ("4+8", "3*8", "2+5+1+4"), parsed, never eval'd."""
     return sum(math.prod(int(f) for f in term.split("*")) for term in expression.replace(" ", "").split("+"))
 
 
+def _equation_right(lhs: str, rhs: str) -> bool:
+    if sum(c.isdigit() for c in lhs) + len(rhs) > MAX_EQUATION_DIGITS:  # bounded work on untrusted text
+        return False
+    return _value(lhs) == int(rhs)
+
+
 def equations_right(text: str) -> bool:
-    """Whether `text` holds at least one equation ("a+b=c", "a*b=c") and all of them are right."""
-    found = _EQUATION.findall(text)
-    return bool(found) and all(_value(lhs) == int(rhs) for lhs, rhs in found)
+    """Whether `text` holds at least one equation of sums and products ("a+b=c", "a*b=c", "2+5+1+4=12";
+    an identity such as "36=36" is not one, and chains with other operators are skipped) and every one
+    of them is right."""
+    found = _EQUATION.findall(_OPERATOR_SPACES.sub(r"\1", text))
+    return bool(found) and all(_equation_right(lhs, rhs) for lhs, rhs in found)
 
 
 def self_check(text: str, gold: str) -> SelfCheck:

@@ -189,7 +189,8 @@ def aha_moment(run: Run) -> dict[str, Any] | None:
     mean exceeds the epoch-0 level by three binomial standard errors while wrong->right outnumbers
     right->wrong (corrections that pay); None if it never does. `share_of_gain` is the rise of net
     corrections (wrong->right minus right->wrong per completion) over the rise of rollout accuracy,
-    first window to last: the part of the accuracy gain the corrections explain."""
+    first window to last: the part of the accuracy gain the corrections explain (negative when they
+    fell while accuracy rose); None unless accuracy rose by more than two standard errors."""
     series = {k: dict(zip(*run.series(f"self_check/{k}"))) for k in CORRECTIONS}
     series["accuracy"] = dict(zip(*run.series("accuracy")))
     steps = np.asarray(sorted(set.intersection(*(set(v) for v in series.values()))))
@@ -208,27 +209,28 @@ def aha_moment(run: Run) -> dict[str, Any] | None:
     hits = np.flatnonzero(up)
     start, end = lambda v: float(v[:w].mean()), lambda v: float(v[-w:].mean())
     gain = end(y["accuracy"]) - start(y["accuracy"])
+    se = lambda p: p * (1 - p) / n
+    significant = gain > 2 * math.sqrt(se(start(y["accuracy"])) + se(end(y["accuracy"])))
     return {"step": int(steps[hits[0] + w - 1]) if len(hits) else None, "window_steps": w, "threshold": threshold,
             "self_correction_start": base, "self_correction_end": end(corr),
             "wrong_to_right_start": start(y["wrong_to_right"]), "wrong_to_right_end": end(y["wrong_to_right"]),
             "right_to_wrong_start": start(y["right_to_wrong"]), "right_to_wrong_end": end(y["right_to_wrong"]),
             "accuracy_start": start(y["accuracy"]), "accuracy_end": end(y["accuracy"]),
             "net_correction_gain": end(net) - start(net), "accuracy_gain": gain,
-            "share_of_gain": (end(net) - start(net)) / gain if gain > 0 else None}
+            "share_of_gain": (end(net) - start(net)) / gain if significant else None}
 
 
 def aha_examples(run: Run, step: int | None, n: int = 2) -> dict[str, list[dict]]:
-    """Logged rollout completions: `n` from the first logged step (before) and `n` wrong->right
-    corrections from `step` on (after; from the last logged step if there is no aha step or none)."""
+    """Logged rollout completions: `n` from the first logged step (before), `n` wrong->right
+    corrections from `step` on (after; none without an aha step) and `n` from the last logged step."""
     if not run.completions:
-        return {"before": [], "after": []}
+        return {"before": [], "after": [], "last": []}
     first = min(r["step"] for r in run.completions)
     before = [r for r in run.completions if r["step"] == first][:n]
     fixed = [r for r in run.completions if step is not None and r["step"] >= step
              and self_check(r.get("completion") or "", str(r.get("answer", ""))).event == "wrong->right"]
     last = max(r["step"] for r in run.completions)
-    after = fixed[:n] or [r for r in run.completions if r["step"] == last][:n]
-    return {"before": before, "after": after}
+    return {"before": before, "after": fixed[:n], "last": [r for r in run.completions if r["step"] == last][:n]}
 
 
 def aha_table(runs: list[Run]) -> str:
@@ -251,6 +253,14 @@ def aha_table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+def _share_words(share: float | None) -> str:
+    if share is None:
+        return ""
+    if share < 0:
+        return f"; net corrections fell while accuracy rose (share of the gain {share:.0%})"
+    return f"; net corrections explain {share:.0%} of the accuracy gain"
+
+
 def _aha_lines(run: Run, aha: dict[str, Any] | None) -> list[str]:
     if aha is None:
         return []
@@ -262,18 +272,17 @@ def _aha_lines(run: Run, aha: dict[str, Any] | None) -> list[str]:
              f"wrong->right {pct(aha['wrong_to_right_start'])} -> {pct(aha['wrong_to_right_end'])}, right->wrong "
              f"{pct(aha['right_to_wrong_start'])} -> {pct(aha['right_to_wrong_end'])}; rollout accuracy "
              f"{pct(aha['accuracy_start'])} -> {pct(aha['accuracy_end'])}"
-             + (f"; net corrections explain {aha['share_of_gain']:.0%} of the accuracy gain"
-                if aha["share_of_gain"] is not None else "")]
+             + _share_words(aha["share_of_gain"])]
     examples = aha_examples(run, aha["step"])
-    for label, rows in (("before (first logged step)", examples["before"]),
-                        ("after (wrong->right corrections from the aha step on)" if aha["step"] is not None
-                         else "after (last logged step)", examples["after"])):
+    after = (("after (wrong->right corrections from the aha step on)", examples["after"]) if examples["after"]
+             else ("after (the last logged step)", examples["last"]))
+    for label, rows in (("before (the first logged step)", examples["before"]), after):
         if rows:
             lines += ["", f"Example completions, {label}:", ""]
             for r in rows:
                 verdict = "right" if r.get("correct") else "wrong"
-                lines += [f"    step {r['step']}, answer {r.get('answer')} ({verdict}): "
-                          f"{r.get('prompt', '').strip()} {(r.get('completion') or '').strip()}"]
+                lines += [f"    step {r['step']}, gold {r.get('answer')}, completion {verdict}: "
+                          f"{(r.get('prompt') or '').strip()} {(r.get('completion') or '').strip()}"]
     return lines
 
 

@@ -73,5 +73,6 @@ def test_short_aha_run_writes_the_self_correction_metrics_and_plots(tmp_path):
     for name in ("self_check", "self_correction"):
         assert (workdir / "plots" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
     assert "self-correction (a check rejects" in (workdir / "report.md").read_text()
-    assert "aha" in json.loads((workdir / "emergence.json").read_text())["aha"]
+    aha = json.loads((workdir / "emergence.json").read_text())["aha"]["aha"]
+    assert aha["window_steps"] == 1 and 0 <= aha["self_correction_start"] <= 1
     assert "check rate (the working checks its answer)" in out.getvalue()

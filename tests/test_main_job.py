@@ -79,4 +79,7 @@ def test_notebook_executes_top_to_bottom_against_the_run(run, tmp_path):
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "held-out accuracy, greedy" in result.stdout and "first appearance" in result.stdout
-    assert f"{workdir.name}: aha step" in result.stdout and "self-correction per completion" in result.stdout
+    import re
+
+    assert re.search(rf"{workdir.name}: aha step (None|\d+); self-correction per completion \d\.\d{{3}} -> \d\.\d{{3}}",
+                     result.stdout), result.stdout[-2000:]

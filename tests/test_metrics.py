@@ -104,7 +104,30 @@ def test_self_check_marks_checks_whose_arithmetic_is_right():
     # The redo after the verdict is not part of the check.
     assert self_check(SELF_CHECKS[3][0].replace("48*50=2370", "48*50=1"), "2544").arithmetic_right
     assert equations_right("2+5+1+4=12 3*8=24 12 = 12") and not equations_right("no sums") and not equations_right("2*3+1=6")
-    assert equations_right("1+" * 5000 + "1=5001")  # long input: linear, not catastrophic backtracking
+    assert equations_right("4 + 8 = 12 1 + 2 = 3") and not equations_right("4 + 8 = 13")
+    assert not equations_right("36=36 ok")  # an identity is not a check's arithmetic
+    assert equations_right("40-4=36 3+6=9") and not equations_right("40-4=36")  # other operators are skipped
+    assert equations_right("1+" * 100 + "1=101") and not equations_right("1+" * 300 + "1=301")  # over 256 digits
+    assert not equations_right("9" * 5000 + "=1") and not equations_right("9*" * 5000 + "9=1")  # bounded, no int() limit
+
+
+def test_self_check_survives_hostile_text():
+    import time
+
+    from r1zero.metrics import self_check, self_check_stats
+
+    huge = "9" * 5000
+    c = self_check(f"<think> 12*3={huge} check: 4+5=9 wrong </think> <answer> {huge} </answer>", "36")
+    assert (c.first, c.final) == (None, None)  # numbers past 64 digits are not answers
+    c = self_check("<think> 12*3=36 check: 3+6=9 ok </think> <answer> 36 </answer>", "36")
+    assert (c.first, c.final, c.arithmetic_right) == (36, 36, True)
+    start = time.perf_counter()
+    texts = ["check: " + "1+" * 20000 + "1", "check: " + "1 + " * 12000 + "1 A: 1", "=" + "9" * 50000,
+             "check: " + "9*" * 20000 + "9=1",
+             "A: " + "1" * 30000, "<answer> " + "7" * 30000 + " </answer>"]
+    self_check_stats(texts, ["1"] * len(texts), np.zeros(len(texts), bool))
+    # Not a speed goal: a guard against catastrophic regex backtracking or huge integers, which take minutes here.
+    assert time.perf_counter() - start < 30
 
 
 def test_self_check_stats_count_by_hand():

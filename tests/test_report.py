@@ -123,14 +123,27 @@ def test_report_marks_the_aha_step_and_what_the_corrections_paid(tmp_path):
     assert abs(aha["share_of_gain"] - 0.9) < 1e-9
     bad = aha_moment(load_run(control))
     assert bad["step"] is None and bad["share_of_gain"] is None  # more corrections, but they do not pay
+    with open(control / "metrics.jsonl", "a") as f:  # accuracy up by 0.01 at the very end: within noise
+        f.write(json.dumps({"step": 41, "accuracy": 0.31, **{f"self_check/{k}": 0.1 for k in
+                                                             ("wrong_to_right", "right_to_wrong", "wrong_to_wrong")}}) + "\n")
+    assert aha_moment(load_run(control))["share_of_gain"] is None
     assert main(["report", "--workdir", str(real), "--compare", str(control)]) == 0
     report = (real / "compare" / "report.md").read_text()
     assert "rises above its epoch-0 level at **step 20**" in report and "explain 90% of the accuracy gain" in report
     assert "never rises three standard errors" in report
-    assert "step 20, answer 2544 (right): User: 48*53=? Assistant: <think> 48*3=144" in report  # a correction shown
-    assert "step 1, answer 2544 (wrong)" in report
+    assert ("wrong->right corrections from the aha step on):\n\n    step 20, gold 2544, completion right: "
+            "User: 48*53=? Assistant: <think> 48*3=144") in report  # a correction shown
+    assert "step 1, gold 2544, completion wrong" in report
+    assert "after (the last logged step):\n\n    step 40, gold 2544" in report  # the control has no aha step
     assert "| real | 0.200 -> 0.600 | 0.020 -> 0.200 | 0.010 -> 0.010 | 0.300 -> 0.500 | 0.700 / 0.400 | 20 | 90% |" in report
     assert "| control | 0.200 -> 0.600 | 0.020 -> 0.020 | 0.010 -> 0.200 | 0.300 -> 0.300 | 0.700 / 0.400 | - | - |" in report
     facts = json.loads((real / "compare" / "emergence.json").read_text())
     assert facts["real"]["aha"]["step"] == 20 and facts["control"]["aha"]["step"] is None
     assert (real / "compare" / "plots" / "self_correction.png").read_bytes().startswith(PNG)
+
+
+def test_report_words_a_negative_share_of_the_gain_as_such():
+    from r1zero.report import _share_words
+
+    assert "fell while accuracy rose (share of the gain -190%)" in _share_words(-1.9)
+    assert _share_words(0.25) == "; net corrections explain 25% of the accuracy gain" and _share_words(None) == ""
