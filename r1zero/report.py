@@ -221,16 +221,29 @@ def aha_moment(run: Run) -> dict[str, Any] | None:
 
 
 def aha_examples(run: Run, step: int | None, n: int = 2) -> dict[str, list[dict]]:
-    """Logged rollout completions: `n` from the first logged step (before), `n` wrong->right
-    corrections from `step` on (after; none without an aha step) and `n` from the last logged step."""
+    """Logged rollout completions, each from a different prompt: `n` from the first logged step
+    (before), `n` wrong->right corrections from `step` on (after; none without an aha step) and `n`
+    from the last logged step."""
     if not run.completions:
         return {"before": [], "after": [], "last": []}
     first = min(r["step"] for r in run.completions)
-    before = [r for r in run.completions if r["step"] == first][:n]
     fixed = [r for r in run.completions if step is not None and r["step"] >= step
              and self_check(r.get("completion") or "", str(r.get("answer", ""))).event == "wrong->right"]
     last = max(r["step"] for r in run.completions)
-    return {"before": before, "after": fixed[:n], "last": [r for r in run.completions if r["step"] == last][:n]}
+    at = lambda s: [r for r in run.completions if r["step"] == s]
+    return {"before": _one_per_prompt(at(first), n), "after": _one_per_prompt(fixed, n),
+            "last": _one_per_prompt(at(last), n)}
+
+
+def _one_per_prompt(rows: list[dict], n: int) -> list[dict]:
+    """The first `n` rows with distinct (step, prompt): a group's G samples often read alike."""
+    seen, out = set(), []
+    for r in rows:
+        key = (r["step"], r.get("prompt"))
+        if key not in seen and len(out) < n:
+            seen.add(key)
+            out.append(r)
+    return out
 
 
 def aha_table(runs: list[Run]) -> str:

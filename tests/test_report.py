@@ -106,6 +106,10 @@ def write_aha_run(d, paying: bool):
     comps = [{"step": s, "prompt": "User: 48*53=? Assistant:", "answer": "2544", "correct": s >= 20,
               "completion": FIXED.split("Assistant: ")[1] if s >= 20 else "<answer> 2514 </answer>"}
              for s in range(1, 41)]
+    # A second sample of step 1's prompt (shown once: one example per prompt) and a second prompt.
+    comps[1:1] = [dict(comps[0], completion="<answer> 2515 </answer>"),
+                  {"step": 1, "prompt": "User: 12*34=? Assistant:", "answer": "408", "correct": True,
+                   "completion": "<answer> 408 </answer>"}]
     (d / "completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in comps))
 
 
@@ -133,7 +137,8 @@ def test_report_marks_the_aha_step_and_what_the_corrections_paid(tmp_path):
     assert "never rises three standard errors" in report
     assert ("wrong->right corrections from the aha step on):\n\n    step 20, gold 2544, completion right: "
             "User: 48*53=? Assistant: <think> 48*3=144") in report  # a correction shown
-    assert "step 1, gold 2544, completion wrong" in report
+    assert "step 1, gold 2544, completion wrong" in report and "step 1, gold 408, completion right" in report
+    assert "2515" not in report  # the same prompt's second sample is not shown
     assert "after (the last logged step):\n\n    step 40, gold 2544" in report  # the control has no aha step
     assert "| real | 0.200 -> 0.600 | 0.020 -> 0.200 | 0.010 -> 0.010 | 0.300 -> 0.500 | 0.700 / 0.400 | 20 | 90% |" in report
     assert "| control | 0.200 -> 0.600 | 0.020 -> 0.020 | 0.010 -> 0.200 | 0.300 -> 0.300 | 0.700 / 0.400 | - | - |" in report
