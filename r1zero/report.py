@@ -266,12 +266,15 @@ def aha_table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def _share_words(share: float | None) -> str:
+def _share_words(share: float | None, more_fixes: bool = True) -> str:
+    """`more_fixes`: wrong->right rose; when it did not, a positive share is harm undone (fewer
+    right->wrong), not self-correction grown."""
     if share is None:
         return ""
     if share < 0:
         return f"; net corrections fell while accuracy rose (share of the gain {share:.0%})"
-    return f"; net corrections explain {share:.0%} of the accuracy gain"
+    why = "" if more_fixes or share == 0 else ", all from fewer right->wrong (checks that broke right answers), none from more wrong->right"
+    return f"; net corrections explain {share:.0%} of the accuracy gain{why}"
 
 
 def _aha_lines(run: Run, aha: dict[str, Any] | None) -> list[str]:
@@ -285,7 +288,7 @@ def _aha_lines(run: Run, aha: dict[str, Any] | None) -> list[str]:
              f"wrong->right {pct(aha['wrong_to_right_start'])} -> {pct(aha['wrong_to_right_end'])}, right->wrong "
              f"{pct(aha['right_to_wrong_start'])} -> {pct(aha['right_to_wrong_end'])}; rollout accuracy "
              f"{pct(aha['accuracy_start'])} -> {pct(aha['accuracy_end'])}"
-             + _share_words(aha["share_of_gain"])]
+             + _share_words(aha["share_of_gain"], aha["wrong_to_right_end"] > aha["wrong_to_right_start"])]
     examples = aha_examples(run, aha["step"])
     after = (("after (wrong->right corrections from the aha step on)", examples["after"]) if examples["after"]
              else ("after (the last logged step)", examples["last"]))

@@ -152,3 +152,4 @@ def test_report_words_a_negative_share_of_the_gain_as_such():
 
     assert "fell while accuracy rose (share of the gain -190%)" in _share_words(-1.9)
     assert _share_words(0.25) == "; net corrections explain 25% of the accuracy gain" and _share_words(None) == ""
+    assert "all from fewer right->wrong" in _share_words(0.28, more_fixes=False)
