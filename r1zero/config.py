@@ -323,6 +323,7 @@ class CorpusConfig:
     check: str = "swap"  # swap: the product recomputed with the factors swapped | nines: casting out nines, then a redo digit by digit
     check_reliability: float = 1.0  # nines: share of first checks whose verdict is right (else a false alarm or a miss)
     recheck: bool = False  # nines: the redo is checked too (always rightly: the redo is right)
+    first_pass: str = "worked"  # nines: worked: partial products | guess: the product at once ("614*55=33770"), slips are near misses
 
     def __post_init__(self):
         for shares in ((self.direct, self.worked, self.self_check), self.tagged_mix or (1,)):
@@ -340,6 +341,9 @@ class CorpusConfig:
               "in [0, 1]", self.check_reliability)
         _need(self.check == "nines" or (self.check_reliability == 1 and not self.recheck), "corpus.check",
               "nines for check_reliability < 1 or recheck (the swap check is always right)", self.check)
+        _need(self.first_pass in ("worked", "guess"), "corpus.first_pass", "worked or guess", self.first_pass)
+        _need(self.check == "nines" or self.first_pass == "worked", "corpus.check", "nines for first_pass=guess",
+              self.check)
 
 
 @dataclasses.dataclass(frozen=True)

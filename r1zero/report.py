@@ -249,7 +249,8 @@ def _one_per_prompt(rows: list[dict], n: int) -> list[dict]:
 def aha_table(runs: list[Run]) -> str:
     """Markdown, one row per run: the held-out check rate, self-corrections wrong->right and sampled
     accuracy at the start and the end, the rollouts' aha step and the share of the accuracy gain net
-    corrections explain (the priming grid's table: `r1zero report` over its runs)."""
+    corrections explain, "(harm undone)" where all of it is fewer right->wrong (the priming grid's table:
+    `r1zero report` over its runs)."""
     head = ("| run | check rate | wrong->right | right->wrong | accuracy | accuracy with / without a check (end) "
             "| aha step | share of gain |")
     lines = [head, "|---" * 8 + "|"]
@@ -258,11 +259,12 @@ def aha_table(runs: list[Run]) -> str:
         key = lambda k: f"eval/sampled_self_check/{k}"
         span = lambda k: f"{_fmt(r.start.get(k))} -> {_fmt(r.end.get(k))}"
         share = aha.get("share_of_gain")
+        undone = share is not None and share > 0 and aha["wrong_to_right_end"] <= aha["wrong_to_right_start"]
         lines.append(f"| {r.name} | {span(key('check_rate'))} | {span(key('wrong_to_right'))} | "
                      f"{span(key('right_to_wrong'))} | {span('eval/sampled_accuracy')} | "
                      f"{_fmt(r.end.get(key('accuracy_checked')))} / {_fmt(r.end.get(key('accuracy_unchecked')))} | "
                      f"{aha.get('step') if aha.get('step') is not None else '-'} | "
-                     f"{f'{share:.0%}' if share is not None else '-'} |")
+                     f"{f'{share:.0%}' if share is not None else '-'}{' (harm undone)' if undone else ''} |")
     return "\n".join(lines)
 
 

@@ -147,6 +147,21 @@ def test_report_marks_the_aha_step_and_what_the_corrections_paid(tmp_path):
     assert (real / "compare" / "plots" / "self_correction.png").read_bytes().startswith(PNG)
 
 
+def test_the_table_names_a_share_of_the_gain_that_is_harm_undone(tmp_path):
+    from r1zero.report import aha_table, load_run
+
+    run = tmp_path / "undo"
+    write_aha_run(run, paying=True)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in rows[1:]:  # the same accuracy rise, from checks that stop breaking right answers
+        r.update({"self_check/wrong_to_right": 0.02, "self_check/right_to_wrong": 0.01 if r["step"] >= 20 else 0.2})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = aha_table([load_run(run), load_run(tmp_path / "undo")])
+    assert table.count("| 95% (harm undone) |") == 2  # (0.01 - 0.2 fewer broken) / 0.2 accuracy
+    write_aha_run(tmp_path / "real", paying=True)
+    assert aha_table([load_run(tmp_path / "real")]).endswith("| 90% |")
+
+
 def test_report_words_a_negative_share_of_the_gain_as_such():
     from r1zero.report import _share_words
 

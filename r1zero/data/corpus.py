@@ -17,7 +17,9 @@ than a second multiplication, and a rejected answer is redone digit by digit:
     2+5+1+4=12 1+2=3 3 not 6 wait, 2514 is wrong, redo: 8*3=24 40*3=120 8*50=400 40*50=2000
     24+120=144 144+400=544 544+2000=2544 A: 2544
 
-Its slips are ones nines always catches (not a multiple of 9); in 1 - `check_reliability` of the
+With `first_pass="guess"` the first pass is the product stated at once, from memory, as a quick
+answer would be ("48*53=2514 check: ..."): a first pass the model can get wrong by capacity, not only
+by imitating a slip. Its slips are ones nines always catches (not a multiple of 9); in 1 - `check_reliability` of the
 checks one digit-sum step is written wrong, so the verdict errs: a false alarm (a right answer
 rejected; the redo gives it again) or a miss (a wrong answer accepted and given). `recheck` checks
 the redo too.
@@ -95,12 +97,15 @@ def _slip(a: int, b: int, rng: np.random.Generator, nines_visible: bool = False)
     (`nines_visible`: never by 9, so casting out nines catches it)."""
     n = len(partial_products(a, b))
     index = int(rng.integers(n))
-    value = partial_products(a, b)[index]
+    return index, _near_miss(partial_products(a, b)[index], rng, nines_visible)
+
+
+def _near_miss(value: int, rng: np.random.Generator, nines_visible: bool) -> int:
+    """An error for `value`: a nonzero digit at one of its places (not its leading one), never
+    making it <= 0 (`nines_visible`: never 9, so casting out nines catches it)."""
     place = 10 ** int(rng.integers(max(1, len(str(value)) - 1)))
     error = int(rng.integers(1, 9 if nines_visible else 10)) * place * (1 if rng.random() < 0.5 else -1)
-    if value + error <= 0:
-        error = -error
-    return index, error
+    return -error if value + error <= 0 else error
 
 
 def digital_root(n: int) -> int:
@@ -163,8 +168,12 @@ def reasoning(a: int, b: int, kind: str, rng: np.random.Generator, config: Corpu
 
 
 def _nines_reasoning(a: int, b: int, rng: np.random.Generator, config: CorpusConfig) -> tuple[str, int]:
-    slip = _slip(a, b, rng, nines_visible=True) if rng.random() < config.mistake_rate else None
-    first, got = work_steps(a, b, slip)
+    slipped = rng.random() < config.mistake_rate
+    if config.first_pass == "guess":  # the product from memory, a near miss when it slips
+        got = a * b + (_near_miss(a * b, rng, nines_visible=True) if slipped else 0)
+        first = f"{a}*{b}={got}"
+    else:
+        first, got = work_steps(a, b, _slip(a, b, rng, nines_visible=True) if slipped else None)
     says_ok = (got == a * b) == (rng.random() < config.check_reliability)
     text = f"{first} {nines_check(a, b, got, says_ok)}"
     if says_ok:

@@ -194,6 +194,37 @@ def test_the_self_check_detector_reads_the_corpus_as_written():
         assert c.event == want
 
 
+GUESS = CorpusConfig(**{**NINES.__dict__, "check_reliability": 1.0, "first_pass": "guess"})
+
+
+def test_a_guessed_first_pass_states_the_product_at_once_and_slips_by_a_near_miss():
+    docs = take(GUESS, 5, 2000)
+    slipped = []
+    for d in docs:
+        product, p = d["a"] * d["b"], parse_nines(d)
+        work = d["text"].partition(" check: ")[0]
+        assert work.endswith(f" {d['a']}*{d['b']}={p['first']}") and work.count("=") == 2  # "=?" and the guess
+        slipped.append(p["first"] != product)
+        if p["first"] != product:  # one nonzero digit (not 9) off at one place below the leading one
+            error = abs(p["first"] - product)
+            place = 10 ** (len(str(error)) - 1)
+            assert error % place == 0 and 1 <= error // place <= 8 and error % 9 and p["first"] > 0
+            assert error < 10 ** (len(str(product)) - 1)
+            assert not p["ok"] and p["answer"] == product and all(step_is_right(s) for s in p["redo_steps"])
+        else:
+            assert p["ok"] and p["answer"] == product
+    assert abs(np.mean(slipped) - 0.5) < 4 * np.sqrt(0.25 / len(docs))
+
+
+def test_a_guessed_first_pass_is_read_by_the_self_check_detector():
+    from r1zero.metrics import self_check
+
+    for d in take(GUESS, 6, 500):
+        p, c = parse_nines(d), self_check(d["text"], str(d["a"] * d["b"]))
+        assert (c.first, c.final, c.event) == (p["first"], p["answer"], "accepted" if p["ok"] else "wrong->right")
+        assert c.arithmetic_right
+
+
 def test_bad_check_options_are_named():
     from r1zero.errors import UserError
 
@@ -203,3 +234,7 @@ def test_bad_check_options_are_named():
         CorpusConfig(check_reliability=0.5)
     with pytest.raises(UserError, match="corpus.check_reliability"):
         CorpusConfig(check="nines", check_reliability=1.5)
+    with pytest.raises(UserError, match="corpus.first_pass"):
+        CorpusConfig(check="nines", first_pass="memory")
+    with pytest.raises(UserError, match="corpus.check must be nines for first_pass=guess"):
+        CorpusConfig(first_pass="guess")
