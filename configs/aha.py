@@ -1,39 +1,30 @@
-"""The aha run: self-correction that pays, grown by RL from a base that already does it now and then.
+"""The aha run: self-correction that grows under RL because it pays.
 
-Pure GRPO, the main job's recipe, on 3x2-digit products from the shipped base_aha (made by
-configs/pretrain_aha.py: the main job's base continued on 3x2-digit "web text" where 30% of documents
-check their answer by casting out nines and redo a rejected one digit by digit). In the dialogue form
-the base mostly answers at once, as a chat would, and its first pass is often wrong at 3x2 digits; a
-check is a cheap, reliable verdict and the redo is careful, so checking can pay. Whether RL finds that
-out is the experiment: the metrics under self_check/ (check rate split by correctness, self-corrections
-wrong->right / right->wrong, accuracy with vs without a check, false alarms, exact checks) separate it
-from a mere rise in reflective words, and configs/aha_random_reward.py is the control.
+Pure GRPO, the main job's recipe, on 3x2-digit products from the shipped base_aha_guess (made by
+configs/pretrain_aha_guess.py). In its "web text" a product is answered at once, from memory (70% of
+documents), or answered at once and then checked by casting out nines, with a rejected answer redone
+digit by digit and checked again (30%); no document works a product out without checking it. From
+memory a 2-layer model gets a 3x2-digit product right ~10% of the time, a limit of its capacity that RL
+cannot sharpen away, while the check is a few single-digit sums and the redo is careful: here the only
+careful route the base knows runs through a check, so checking pays, and keeps paying.
+
+The metrics under self_check/ (check rate split by correctness, self-corrections wrong->right /
+right->wrong, accuracy with vs without a check, false alarms, exact checks) tell a check that corrects
+from a rise in reflective words; configs/aha_random_reward.py is the control. configs/aha_worked.py
+is the first attempt, whose base can also work a product out unchecked (README, "The aha run").
 """
 
+import dataclasses
 from pathlib import Path
 
 import r1zero
-from r1zero.config import CheckpointConfig, GRPOConfig, OptimConfig, SamplingConfig, TaskConfig, TrainConfig
+from r1zero.config import load_config_file
 
-BASE = Path(r1zero.__file__).parent / "assets" / "base_aha"
+BASE = Path(r1zero.__file__).parent / "assets" / "base_aha_guess"
 
 
-def get_config() -> TrainConfig:
-    return TrainConfig(
-        model_dir=str(BASE),
-        # A checked-and-redone working is up to ~400 characters (= tokens) long.
-        sampling=SamplingConfig(num_samples=8, max_new_tokens=384, temperature=1.0, max_prompt_len=32,
-                                stop_strings=("</answer>",)),
-        grpo=GRPOConfig(advantage="grpo", aggregation="constant", beta=0.04, kl_estimator="k3"),
-        optim=OptimConfig(learning_rate=1e-4, schedule="constant", weight_decay=0.0, max_grad_norm=1.0),
-        task=TaskConfig(dataset="multiply", difficulty=3, difficulty_b=2, template="dialogue",
-                        rewards=("answer", "format"), reward_weights=(1.0, 0.2), accuracy_reward="answer",
-                        eval_size=128),
-        checkpoint=CheckpointConfig(every=25, keep=2),
-        seed=0,
-        steps=100,
-        prompts_per_rollout=16,
-        eval_every=25,
-        log_completions=128,
-        logprob_chunk_tokens=1 << 16,
-    )
+def get_config():
+    config = load_config_file(str(Path(__file__).with_name("aha_worked.py")))
+    # A guessed, rejected, redone and rechecked answer is up to ~390 characters (= tokens).
+    return dataclasses.replace(config, model_dir=str(BASE),
+                               sampling=dataclasses.replace(config.sampling, max_new_tokens=416))

@@ -1,4 +1,5 @@
-"""The aha run's base (configs/aha.py): the main job's base, primed by continued pretraining on 3x2-digit
+"""base_aha, the first aha run's base (configs/aha_worked.py) and the start of the aha run's
+(configs/pretrain_aha_guess.py): the main job's base, primed by continued pretraining on 3x2-digit
 products where 30% of documents check themselves by casting out nines.
 
     r1zero pretrain --config configs/pretrain_aha.py --workdir runs/pretrain_aha

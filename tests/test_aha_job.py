@@ -1,6 +1,7 @@
-"""The aha run (configs/aha.py), shortened, and its priming grid's bases: the shipped base_aha is what
-configs/pretrain_aha.py makes, the grid's bases differ only in the share of checked documents, and a
-short run writes the self-correction metrics, plots and report lines."""
+"""The aha run (configs/aha.py), shortened, and its bases: each shipped base (base_aha, base_aha_guess) is
+what its recipe makes from its start, the priming grid's bases differ only in the share of checked
+documents, the guess-first twins only in the worked documents, and a short run writes the
+self-correction metrics, plots and report lines."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from r1zero.cli import main
 from r1zero.config import PretrainConfig, from_dict, load_config_file
 
 ROOT = Path(__file__).parents[1]
-BASE = ROOT / "r1zero" / "assets" / "base_aha"
 
 
 def test_grid_bases_differ_only_in_the_share_of_checked_documents():
@@ -33,24 +33,41 @@ def test_grid_bases_differ_only_in_the_share_of_checked_documents():
         assert dataclasses.replace(other, corpus=same) == aha  # nothing else differs: start, seed, steps, tokens
 
 
-def test_shipped_aha_base_is_its_recipe_continued_from_base_mult2():
+def test_guess_first_twins_differ_only_in_the_worked_documents():
+    guess = load_config_file(str(ROOT / "configs" / "pretrain_aha_guess.py"))
+    worked = load_config_file(str(ROOT / "configs" / "pretrain_aha_guess_worked.py"))
+    aha = load_config_file(str(ROOT / "configs" / "pretrain_aha.py"))
+    assert guess.corpus.first_pass == worked.corpus.first_pass == "guess" and Path(guess.init_dir).name == "base_aha"
+    assert (guess.corpus.worked, guess.corpus.tagged_mix[1]) == (0, 0)
+    assert dataclasses.replace(worked.corpus, first_pass="worked") == aha.corpus  # base_aha's corpus, guessed
+    c = guess.corpus
+    moved = dataclasses.replace(c, direct=c.direct - worked.corpus.worked, worked=worked.corpus.worked,
+                                tagged_mix=(c.tagged_mix[0] - worked.corpus.tagged_mix[1], worked.corpus.tagged_mix[1],
+                                            c.tagged_mix[2]))
+    assert moved.direct == pytest.approx(worked.corpus.direct) and moved.tagged_mix == pytest.approx(worked.corpus.tagged_mix)
+    assert dataclasses.replace(guess, corpus=worked.corpus) == worked  # nothing else differs
+
+
+@pytest.mark.parametrize("asset, recipe_file, start", [("base_aha", "pretrain_aha.py", "base_mult2"),
+                                                       ("base_aha_guess", "pretrain_aha_guess.py", "base_aha")])
+def test_shipped_aha_base_is_its_recipe_continued_from_its_start(asset, recipe_file, start):
+    import shlex
+
+    from r1zero.cli import build_parser
     from r1zero.models import hf
     from r1zero.pretrain import corpus_loss
     from r1zero.tokenizer import Tokenizer
 
-    recipe = json.loads((BASE / "pretrain.json").read_text())
+    base = ROOT / "r1zero" / "assets" / asset
+    recipe = json.loads((base / "pretrain.json").read_text())
     shipped = from_dict(PretrainConfig, recipe["config"])
-    config = load_config_file(str(ROOT / "configs" / "pretrain_aha.py"))
-    assert Path(shipped.init_dir).name == Path(config.init_dir).name == "base_mult2"
+    config = load_config_file(str(ROOT / "configs" / recipe_file))
+    assert Path(shipped.init_dir).name == Path(config.init_dir).name == start
     assert dataclasses.replace(shipped, init_dir=config.init_dir) == config
-    import shlex
-
-    from r1zero.cli import build_parser
-
     args = build_parser().parse_args(shlex.split(recipe["command"])[1:])
-    assert args.config.endswith("configs/pretrain_aha.py") and (args.set, args.steps, args.seed) == ([], None, None)
-    model, _ = hf.load_model(BASE)
-    loss = corpus_loss(model, Tokenizer(BASE), config)
+    assert args.config.endswith(f"configs/{recipe_file}") and (args.set, args.steps, args.seed) == ([], None, None)
+    model, _ = hf.load_model(base)
+    loss = corpus_loss(model, Tokenizer(base), config)
     assert loss == pytest.approx(recipe["eval_loss"], rel=1e-4)
 
 
