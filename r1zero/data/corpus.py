@@ -101,8 +101,8 @@ def _slip(a: int, b: int, rng: np.random.Generator, nines_visible: bool = False)
 
 
 def _near_miss(value: int, rng: np.random.Generator, nines_visible: bool) -> int:
-    """An error for `value`: a nonzero digit at one of its places (not its leading one), never
-    making it <= 0 (`nines_visible`: never 9, so casting out nines catches it)."""
+    """An error for `value`: a nonzero digit at one of its places (not its leading one, unless it has
+    only one), never making it <= 0 (`nines_visible`: never 9, so casting out nines catches it)."""
     place = 10 ** int(rng.integers(max(1, len(str(value)) - 1)))
     error = int(rng.integers(1, 9 if nines_visible else 10)) * place * (1 if rng.random() < 0.5 else -1)
     return -error if value + error <= 0 else error

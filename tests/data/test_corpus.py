@@ -145,8 +145,9 @@ def step_is_right(step: str) -> bool:
     return int(m.group(1)) * int(m.group(2)) == int(m.group(3))
 
 
-def test_nines_checks_are_right_at_the_configured_rate_and_wrong_by_one_written_step():
-    docs = take(NINES, 0, 3000)
+@pytest.mark.parametrize("first_pass", ["worked", "guess"])
+def test_nines_checks_are_right_at_the_configured_rate_and_wrong_by_one_written_step(first_pass):
+    docs = take(CorpusConfig(**{**NINES.__dict__, "first_pass": first_pass}), 0, 3000)
     parsed = [parse_nines(d) for d in docs]
     right = np.asarray([p["ok"] == (p["first"] == d["a"] * d["b"]) for d, p in zip(docs, parsed)])
     se = np.sqrt(0.8 * 0.2 / len(docs))
@@ -181,6 +182,19 @@ def test_two_factor_sizes_and_held_out_pairs():
     docs = take(NINES, 3, 2000)
     assert all(100 <= d["a"] <= 999 and 10 <= d["b"] <= 99 for d in docs)
     assert not any(corpus.is_held_out(d["a"], d["b"]) for d in docs)
+
+
+def test_the_aha_corpus_is_the_stream_base_aha_was_pretrained_on():
+    # A regression pin: the hash of configs/pretrain_aha.py's first 2,000 documents (seed 0), the same
+    # before and after first_pass existed; base_aha was pretrained on this stream.
+    import hashlib
+    from pathlib import Path
+
+    from r1zero.config import load_config_file
+
+    c = load_config_file(str(Path(__file__).parents[2] / "configs" / "pretrain_aha.py")).corpus
+    text = "\n".join(d["text"] for d in take(c, 0, 2000))
+    assert hashlib.sha256(text.encode()).hexdigest() == "2aa04cebb749dc251a93a16fce9400b72a960c2e5935f823b78440deadb2ccd1"
 
 
 def test_the_self_check_detector_reads_the_corpus_as_written():
