@@ -4,9 +4,10 @@ Pure GRPO, the main job's recipe, on 3x2-digit products from the shipped base_ah
 configs/pretrain_aha_guess.py). In its "web text" a product is answered at once, from memory (70% of
 documents), or answered at once and then checked by casting out nines, with a rejected answer redone
 digit by digit and checked again (30%); no document works a product out without checking it. From
-memory the 4-layer, 0.8M-parameter model gets a 3x2-digit product right ~10% of the time, a limit of its capacity that RL
-cannot sharpen away, while the check is a few single-digit sums and the redo is careful: here the only
-careful route the base still takes runs through a check, so checking pays, and keeps paying.
+memory the 4-layer, 0.8M-parameter model gets a 3x2-digit product right ~10% of the time, a limit of
+its capacity that RL cannot sharpen away, while the check is a few single-digit sums and the redo is
+careful: here the only careful route the base still takes runs through a check, so checking pays, and
+keeps paying.
 
 The metrics under self_check/ (check rate split by correctness, self-corrections wrong->right /
 right->wrong, accuracy with vs without a check, false alarms, exact checks) tell a check that corrects
