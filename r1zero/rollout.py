@@ -86,11 +86,16 @@ def collect_rollout(model: Decoder, tok: Tokenizer, prompts: Iterator[list[dict]
 
 def _fewest_on_any_host(n: int) -> int:
     """The smallest `n` over all hosts: sampling is collective, so every host runs the same rounds."""
+    return int(_over_hosts(np.asarray(n), np.min))
+
+
+def _over_hosts(x: np.ndarray, reduce) -> np.ndarray:
+    """`reduce` (np.min, np.max) of `x` over all hosts, elementwise."""
     if jax.process_count() == 1:
-        return n
+        return x
     from jax.experimental import multihost_utils
 
-    return int(multihost_utils.process_allgather(np.asarray(n)).min())
+    return reduce(np.asarray(multihost_utils.process_allgather(x)), axis=0)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -115,19 +120,40 @@ def train_arrays(ro: Rollout, config: TrainConfig) -> dict[str, np.ndarray]:
     }
 
 
-def minibatches(arrays: dict[str, np.ndarray], config: TrainConfig, rollout: int) -> list[dict[str, np.ndarray]]:
+def minibatches(arrays: dict[str, np.ndarray], config: TrainConfig, rollout: int) -> list[list[dict[str, np.ndarray]]]:
     """Every step of a rollout in order: `mu` passes, each a fresh shuffle into M minibatches of
-    whole groups, each minibatch as [K, R, ...] arrays. The order depends only on (seed, rollout),
-    so a run resumed in the middle of a rollout continues with the same minibatches."""
+    whole groups, each minibatch a list of K micro-batches of R rows. The order depends only on
+    (seed, rollout), so a run resumed in the middle of a rollout continues with the same minibatches.
+
+    With K > 1 the minibatch's rows are sorted by the length of their loss span (stable) before they
+    are cut into micro-batches, and each micro-batch keeps only the columns up to its own longest
+    span, rounded up to a power of two: the update pays for the lengths completions have, not K times
+    the longest one's. The loss is the same (a sum over rows, divided by the global count): only the
+    order of the sum changes. Every host cuts to the same widths (its micro-batch k is a slice of the
+    global one)."""
     G, M, K = config.sampling.num_samples, config.num_minibatches, config.optim.micro_batches
-    P = len(arrays["adv"]) // G
+    P, W = len(arrays["adv"]) // G, arrays["loss_mask"].shape[1]
+    span_B = np.where(arrays["loss_mask"].any(1), W - np.argmax(arrays["loss_mask"][:, ::-1], 1), 0)
     out = []
     for pass_ in range(config.mu):
         order = np.random.default_rng([config.seed, rollout, pass_]).permutation(P).reshape(M, P // M)
         for chosen in order:  # the groups of one minibatch
             idx = (chosen[:, None] * G + np.arange(G)).reshape(-1)
-            out.append({k: v[idx].reshape(K, len(idx) // K, *v.shape[1:]) for k, v in arrays.items()})
+            if K == 1:
+                out.append([{k: v[idx] for k, v in arrays.items()}])
+                continue
+            rows_KxR = idx[np.argsort(span_B[idx], kind="stable")].reshape(K, -1)
+            widths = _over_hosts(np.array([bucket(max(int(span_B[r].max()), 1), 8, W) for r in rows_KxR]), np.max)
+            out.append([_cut(arrays, rows, int(w)) for rows, w in zip(rows_KxR, widths)])
     return out
+
+
+def _cut(arrays: dict[str, np.ndarray], rows: np.ndarray, width: int) -> dict[str, np.ndarray]:
+    """`rows` of the training arrays with the loss columns cut to the first `width` (tokens and mask
+    keep the prompt columns before them: causal attention, so later columns change nothing)."""
+    drop = arrays["loss_mask"].shape[1] - width
+    cut = lambda v: v[rows, : v.shape[1] - drop] if v.ndim == 2 else v[rows]
+    return {k: cut(v) for k, v in arrays.items()}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ rollout, K micro-batches per minibatch, R rows per micro-batch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -45,7 +46,7 @@ from r1zero.errors import MissingFileError, UserError, read_json
 from r1zero.evaluate import evaluate, metric_names
 from r1zero.metrics import MetricWriter
 from r1zero.models import Decoder, create_model, hf, hub, logprob_pass, per_token_logprobs
-from r1zero.optim import init_opt_state, jit_update, make_optimizer
+from r1zero.optim import init_opt_state, make_optimizer
 from r1zero.rollout import collect_rollout, completion_rows, minibatches, rollout_metrics, train_arrays
 from r1zero.sharding import rows_to_global, rows_to_local
 from r1zero.tokenizer import SPECIAL_TOKENS, Tokenizer, write_char_tokenizer
@@ -90,7 +91,7 @@ class Batch:
     """A rollout ready to train on."""
 
     arrays: dict[str, np.ndarray]  # tokens, mask [B, T]; loss_mask, old_logp (, ref_logp) [B, W] (the last W columns); adv [B]
-    minibatches: list[dict[str, np.ndarray]]  # its steps in order (mu passes x M minibatches), [K, R, ...]
+    minibatches: list[list[dict[str, np.ndarray]]]  # its steps in order (mu passes x M minibatches), K micro-batches of [R, ...]
     data_before: dict | None = None  # the prompt iterator's state before it (None: restored mid-way)
     metrics: dict = dataclasses.field(default_factory=dict)  # logged with its first step
     completions: list[dict] = dataclasses.field(default_factory=list)  # rows for completions.jsonl
@@ -98,24 +99,29 @@ class Batch:
 
 def init_training(model: Decoder, config: TrainConfig, mesh):
     """(graphdef, params, rest, opt_state, train_step): the model split into trainable parameters
-    and the rest, the optimizer state created with the parameters' shardings, the jitted step."""
+    and the rest, the optimizer state created with the parameters' shardings, the update step."""
     tx = make_optimizer(config.optim, config.steps)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     opt_state, opt_sh = init_opt_state(tx, params, mesh)
-    return graphdef, params, rest, opt_state, jit_update(make_train_step(graphdef, rest, config, tx), params, opt_sh, mesh)
+    return graphdef, params, rest, opt_state, make_train_step(graphdef, rest, config, tx, params, opt_sh, mesh)
 
 
-def make_train_step(graphdef, rest, config: TrainConfig, tx):
-    """step(params, opt_state, batch) -> (params, opt_state, stats); batch arrays are [K, R, ...].
+def make_train_step(graphdef, rest, config: TrainConfig, tx, params, opt_sh, mesh):
+    """step(params, opt_state, micro_batches) -> (params, opt_state, stats): one optimizer step on a
+    minibatch given as a list of K micro-batches, dicts of [R, ...] arrays placed with
+    `rows_to_global`. Micro-batches may differ in width (the rollout cuts each to its own longest
+    completion): each is its own jitted program (compiled once per width), which adds its gradient
+    of the loss numerator to the running sum; a last program divides by the global denominator and
+    applies the optimizer, so accumulation equals one big batch.
 
-    Gradients of the loss numerator are summed over the K micro-batches and divided by the global
-    denominator, so accumulation equals one big batch. A step whose denominator is zero (nothing to
-    learn: every completion masked, or every advantage zero and no KL term) or whose loss or
-    gradient is not finite changes neither the parameters nor the optimizer state (no weight decay,
-    no moment update): it is skipped and counted.
+    A step whose denominator is zero (nothing to learn: every completion masked, or every advantage
+    zero and no KL term) or whose loss or gradient is not finite changes neither the parameters nor
+    the optimizer state (no weight decay, no moment update): it is skipped and counted. Parameters,
+    optimizer state and the running gradient sum are donated (updated in place).
     """
     g = config.grpo
     temperature = config.sampling.temperature or 1.0
+    param_sh, replicated = jax.tree.map(lambda x: x.sharding, params), sharding.replicated(mesh)
 
     def loss_fn(params, mb):
         model = nnx.merge(graphdef, params, rest)
@@ -131,28 +137,29 @@ def make_train_step(graphdef, rest, config: TrainConfig, tx):
         stats["entropy_sum"] = (entropy_RxW * m_RxW).sum()
         diff_RxW = jnp.where(m_RxW, jnp.abs(logp_RxW - mb["old_logp"]), 0.0)
         stats["logp_diff_sum"], stats["logp_diff_max"] = diff_RxW.sum(), diff_RxW.max()
+        stats["informative"] = jnp.any((mb["adv"] != 0) & m_RxW.any(-1))  # some row with tokens and an advantage
         return num, (den, stats)
 
-    def step(params, opt_state, batch):
-        def micro(grad_acc, mb):
-            (num, (den, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
-            return jax.tree.map(jnp.add, grad_acc, grads), (num, den, stats)
+    @functools.partial(jax.jit, out_shardings=(param_sh, replicated), donate_argnums=1)
+    def accumulate(params, grads, mb):
+        (num, (den, stats)), micro_grads = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
+        return jax.tree.map(jnp.add, grads, micro_grads), (num, den, stats)
 
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        grads, (num_K, den_K, stats) = jax.lax.scan(micro, zeros, batch)
+    @functools.partial(jax.jit, out_shardings=(param_sh, opt_sh, replicated), donate_argnums=(0, 1))
+    def apply(params, opt_state, grads, parts):
+        num_K, den_K, stats = jax.tree.map(lambda *x: jnp.stack(x), *parts)
         num, den = num_K.sum(), den_K.sum()
         grads = jax.tree.map(lambda x: x / jnp.maximum(den, 1e-12), grads)
         loss, grad_norm = num / jnp.maximum(den, 1e-12), optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        has_tokens_KxR = batch["loss_mask"].any(-1)
-        empty = (den == 0) | (not g.beta and ~jnp.any((batch["adv"] != 0) & has_tokens_KxR))
-        apply = ~empty & finite
+        empty = (den == 0) | (not g.beta and ~jnp.any(stats["informative"]))
+        applied = ~empty & finite
         updates, new_opt = tx.update(grads, opt_state, params)
-        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(applied, n, o), new, old)
         params, opt_state = keep(optax.apply_updates(params, updates), params), keep(new_opt, opt_state)
         tokens = jnp.maximum(stats["tokens"].sum(), 1)
         out = {
-            "loss": loss, "grad_norm": grad_norm, "applied": apply, "empty": empty, "nonfinite": ~finite & ~empty,
+            "loss": loss, "grad_norm": grad_norm, "applied": applied, "empty": empty, "nonfinite": ~finite & ~empty,
             "clip_low_frac": (stats["clip_low_frac"] * stats["tokens"]).sum() / tokens,
             "clip_high_frac": (stats["clip_high_frac"] * stats["tokens"]).sum() / tokens,
             "ratio_min": stats["ratio_min"].min(), "ratio_max": stats["ratio_max"].max(),
@@ -163,6 +170,16 @@ def make_train_step(graphdef, rest, config: TrainConfig, tx):
             out["kl"] = (stats["kl"] * stats["tokens"]).sum() / tokens
         return params, opt_state, out
 
+    zeros = jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p), out_shardings=param_sh)
+
+    def step(params, opt_state, micro_batches: Sequence[dict]):
+        grads, parts = zeros(params), []
+        for mb in micro_batches:
+            grads, part = accumulate(params, grads, mb)
+            parts.append(part)
+        return apply(params, opt_state, grads, parts)
+
+    step.accumulate = accumulate  # the micro-batch program, for memory analysis (bench.scale)
     return step
 
 
@@ -261,7 +278,7 @@ class Trainer:
     def update(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Any]]:
         """One optimizer step on the rollout's next minibatch. The counters advance (the rollout
         index once it is used up), and the reference becomes the policy every ref_reset_every steps."""
-        mb = rows_to_global(batch.minibatches[state.cursor], self.mesh, axis=1)
+        mb = rows_to_global(batch.minibatches[state.cursor], self.mesh)
         params, opt_state, stats = self._update_fn(state.params, state.opt_state, mb)
         stats = {"rollout": state.rollout, **{k: v.item() for k, v in jax.device_get(stats).items()}}
         used_up, step, ref = state.cursor + 1 == len(batch.minibatches), state.step + 1, state.ref_params

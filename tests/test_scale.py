@@ -129,7 +129,7 @@ def _meshes() -> dict:
         total = sum(x.nbytes for x in jax.tree.leaves((params, opt_state)))
         replicated_large = [str(k) for k, v in nnx.to_flat_state(params)
                             if v.get_value().sharding.is_fully_replicated and v.get_value().size > 0.01 * total / 4]
-        params, opt_state, stats = step(params, opt_state, rows_to_global(batch, mesh, axis=1))
+        params, opt_state, stats = step(params, opt_state, rows_to_global(batch, mesh))
         host = [np.asarray(x) for x in jax.tree.leaves(params)]
         ref_params = ref_params or host
         out[str(shape)] = {
@@ -186,8 +186,8 @@ def _two_process_step(process_id: str, port: str) -> dict:
     model = create_model(TINY, mesh, seed=0)
     graphdef, params, rest, opt_state, step = init_training(model, config, mesh)
     full = make_batch(0, B=8)
-    mine = {k: v[:, 4 * int(process_id):4 * int(process_id) + 4] for k, v in full.items()}  # this host's rows
-    params, opt_state, stats = step(params, opt_state, rows_to_global(mine, mesh, axis=1))
+    mine = [{k: v[4 * int(process_id):4 * int(process_id) + 4] for k, v in mb.items()} for mb in full]  # this host's rows
+    params, opt_state, stats = step(params, opt_state, rows_to_global(mine, mesh))
     return {"process": jax.process_index(), "processes": jax.process_count(),
             "loss": float(stats["loss"]), "grad_norm": float(stats["grad_norm"])}
 

@@ -41,7 +41,7 @@ def make_batch(seed, B=8, T=10, K=1):
         "old_logp": np.where(loss_mask, -rng.uniform(2, 5, (B, T)), 0).astype(np.float32),
         "adv": rng.normal(size=B).astype(np.float32),
     }
-    return {k: v.reshape(K, B // K, *v.shape[1:]) for k, v in batch.items()}
+    return [{k: v[i * B // K:(i + 1) * B // K] for k, v in batch.items()} for i in range(K)]  # K micro-batches
 
 
 def fresh_state(config):
@@ -79,8 +79,8 @@ def test_loss_arrays_over_the_completion_alone_give_the_full_width_step():
     for width in (10, 4):
         config = tiny_config(optim=OptimConfig(learning_rate=1e-2, eps=1.0, max_grad_norm=1e9), grpo=GRPOConfig(beta=0.0))
         params, opt_state, step = fresh_state(config)
-        batch = make_batch(0)
-        batch = {k: v[..., 10 - width:] if k in ("loss_mask", "old_logp") else v for k, v in batch.items()}
+        [mb] = make_batch(0)
+        batch = [{k: v[..., 10 - width:] if k in ("loss_mask", "old_logp") else v for k, v in mb.items()}]
         params, opt_state, stats = step(params, opt_state, batch)
         results.append((host(params), jax.device_get(stats)))
     (p_full, s_full), (p_tail, s_tail) = results
@@ -96,12 +96,12 @@ def test_normal_step_changes_parameters_and_skips_leave_everything_untouched():
     before_p, before_o = host(params), host(opt_state)
 
     zero_adv = make_batch(1)
-    zero_adv["adv"][:] = 0.0
+    zero_adv[0]["adv"][:] = 0.0
     masked = make_batch(2)
-    masked["loss_mask"][:] = False
+    masked[0]["loss_mask"][:] = False
     nan = make_batch(3)
-    nan["old_logp"][0, 0, 7] = np.nan
-    nan["loss_mask"][0, 0, 7] = True
+    nan[0]["old_logp"][0, 7] = np.nan
+    nan[0]["loss_mask"][0, 7] = True
     for batch, counter in ((zero_adv, "empty"), (masked, "empty"), (nan, "nonfinite")):
         params, opt_state, stats = step(params, opt_state, batch)
         assert bool(stats[counter]) and not bool(stats["applied"])
@@ -115,7 +115,7 @@ def test_normal_step_changes_parameters_and_skips_leave_everything_untouched():
 
 
 def test_the_step_donates_parameters_and_optimizer_state():
-    """Both loops build their step with optim.jit_update: the old buffers are reused in place."""
+    """The update donates the parameters and the optimizer state: their old buffers are reused in place."""
     params, opt_state, step = fresh_state(tiny_config())
     new_params, new_opt, _ = step(params, opt_state, make_batch(0))
     assert all(x.is_deleted() for x in jax.tree.leaves((params, opt_state)))

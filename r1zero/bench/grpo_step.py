@@ -297,7 +297,7 @@ def run_r1zero(spec: dict) -> dict:
             model_dir=spec["model_dir"],
             sampling=SamplingConfig(num_samples=spec["G"], max_new_tokens=spec["max_new"], temperature=1.0,
                                     max_prompt_len=PROMPT_LEN, eos_ids=(EOS_ID,) if spec["eos"] else ()),
-            grpo=GRPOConfig(beta=0.0), optim=OptimConfig(learning_rate=1e-6),
+            grpo=GRPOConfig(beta=0.0), optim=OptimConfig(learning_rate=1e-6, micro_batches=spec.get("micro_batches", 1)),
             task=TaskConfig(dataset="jsonl", path=str(data), template="plain", rewards=("charlen",),
                             reward_weights=(1.0,), accuracy_reward="charlen", eval_size=1),
             checkpoint=CheckpointConfig(every=0), seed=seed, steps=steps, prompts_per_rollout=P,
@@ -450,6 +450,9 @@ def main(argv=None) -> None:
                    help="steps per run not timed: they compile (r1zero compiles a decode program per phase and "
                         "batch fraction it meets, so realistic lengths need a few)")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--micro-batches", type=int, default=1,
+                   help="r1zero's optim.micro_batches: the update's rows sorted by length and cut into this many "
+                        "micro-batches, each trimmed to its longest completion (must divide prompts x G)")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "r1zero-grpo-bench")
     p.add_argument("--out", type=Path, default=None, help="JSONL of every run and the summary rows")
     args = p.parse_args(argv)
@@ -458,6 +461,9 @@ def main(argv=None) -> None:
         return
     if args.warmup < 1 or args.steps <= args.warmup or args.rounds < 1:
         raise SystemExit("--warmup must be at least 1, --steps more than --warmup, --rounds at least 1")
+    if any(pt.prompts * pt.G % args.micro_batches for pt in sweep_points(args.sweep, Point(args.shape, args.prompts,
+                                                                                         args.G, args.max_new))):
+        raise SystemExit(f"--micro-batches {args.micro_batches} must divide the rows (prompts x G) of every point")
     if args.prompts < 1 or args.G < 2 or args.max_new < 1:
         raise SystemExit("--prompts must be at least 1, --G at least 2 (a group of one has no advantage), "
                          "--max-new at least 1")
@@ -485,7 +491,7 @@ def main(argv=None) -> None:
         spec = {"point": point.name, "model_dir": str(model_dir), "shape": SHAPES[point.shape],
                 "prompt_texts": prompts[:point.prompts], "prompts": point.prompts, "G": point.G,
                 "max_new": point.max_new, "eos": point.lengths == "realistic", "steps": args.steps,
-                "warmup": args.warmup}
+                "warmup": args.warmup, "micro_batches": args.micro_batches}
         print(f"{point.name}: {info}", flush=True)
         for r in range(args.rounds):
             order = libs[r % len(libs):] + libs[:r % len(libs)]

@@ -70,10 +70,11 @@ def measure(size: str, batch: int, prompt_len: int, new_tokens: int) -> list[dic
         row["param_opt_mib_dev0"] = round(sum(x.addressable_shards[0].data.nbytes
                                               for x in jax.tree.leaves((params, opt_state))) / 2**20, 2)
         T = prompt_len + new_tokens
-        b = {"tokens": np.zeros((1, batch, T), np.int32), "mask": np.ones((1, batch, T), bool),
-             "loss_mask": np.ones((1, batch, T), bool), "old_logp": np.zeros((1, batch, T), np.float32),
-             "adv": np.ones((1, batch), np.float32)}
-        ma = step.lower(params, opt_state, rows_to_global(b, mesh, axis=1)).compile().memory_analysis()
+        b = {"tokens": np.zeros((batch, T), np.int32), "mask": np.ones((batch, T), bool),
+             "loss_mask": np.ones((batch, T), bool), "old_logp": np.zeros((batch, T), np.float32),
+             "adv": np.ones((batch,), np.float32)}
+        # The micro-batch program (forward and backward) holds the step's temporaries.
+        ma = step.accumulate.lower(params, params, rows_to_global(b, mesh)).compile().memory_analysis()
         row["train_temp_mib"] = round(ma.temp_size_in_bytes / 2**20, 2)
         print(json.dumps(row), flush=True)
         rows.append(row)

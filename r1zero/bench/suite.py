@@ -109,10 +109,10 @@ def train_section(out: Path, tiny: bool, dtype: str) -> None:
     tc = TrainConfig(model=config, grpo=GRPOConfig(beta=0.0), optim=OptimConfig(learning_rate=1e-6))
     _, params, _, opt_state, step = init_training(model, tc, mesh)
     rng = np.random.default_rng(0)
-    batch = {"tokens": rng.integers(0, config.vocab_size, (1, B, T)).astype(np.int32), "mask": np.ones((1, B, T), bool),
-             "loss_mask": np.ones((1, B, T), bool), "old_logp": np.full((1, B, T), -12.0, np.float32),
-             "adv": rng.standard_normal((1, B)).astype(np.float32)}
-    batch = rows_to_global(batch, mesh, axis=1)
+    batch = {"tokens": rng.integers(0, config.vocab_size, (B, T)).astype(np.int32), "mask": np.ones((B, T), bool),
+             "loss_mask": np.ones((B, T), bool), "old_logp": np.full((B, T), -12.0, np.float32),
+             "adv": rng.standard_normal(B).astype(np.float32)}
+    batch = [rows_to_global(batch, mesh)]  # one micro-batch
     t0 = time.perf_counter()
     params, opt_state, stats = step(params, opt_state, batch)
     jax.block_until_ready(stats)
