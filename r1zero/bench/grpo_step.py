@@ -22,7 +22,8 @@ shared machine hits all alike. Medians (min-max) are over every timed step of ev
 
 Sweeps (`--sweep`): `base` (small model, 8 prompts x G=8, 64 new tokens, fixed), `G` (G = 4, 8,
 16), `budget` (64, 128, 256 new tokens), `size` (small and large model), `realistic` (realistic
-lengths at 64, 128 and 256 new tokens), `all` (every one of those points once).
+lengths at 64, 128 and 256 new tokens), `fixed` (the points of the first four), `all` (every one of
+those points once).
 
 MFU is the update's model FLOPs (6 x parameters x trained tokens, attention included) over the
 update time and the machine's peak: on CPU the float32 matmul speed measured here (so CPU MFU is
@@ -89,11 +90,11 @@ def sweep_points(sweep: str, base: Point) -> list[Point]:
         "size": [r(base, shape=s) for s in ("small", "large")],
         "realistic": [r(base, max_new=n, lengths="realistic") for n in (64, 128, 256)],
     }
-    if sweep == "all":
-        points = [p for name in ("base", "G", "budget", "size", "realistic") for p in sets[name]]
-        return list(dict.fromkeys(points))  # each point once, in order
+    if sweep in ("all", "fixed"):
+        names = ("base", "G", "budget", "size") + (("realistic",) if sweep == "all" else ())
+        return list(dict.fromkeys(p for name in names for p in sets[name]))  # each point once, in order
     if sweep not in sets:
-        raise SystemExit(f"--sweep: one of {sorted(sets) + ['all']}, got {sweep!r}")
+        raise SystemExit(f"--sweep: one of {sorted(sets) + ['all', 'fixed']}, got {sweep!r}")
     return sets[sweep]
 
 
@@ -439,7 +440,7 @@ def main(argv=None) -> None:
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--trl-python", help="a python with trl and torch (README: how to make that venv)")
     p.add_argument("--tunix-python", help="a python with google-tunix")
-    p.add_argument("--sweep", default="base", help="base | G | budget | size | realistic | all")
+    p.add_argument("--sweep", default="base", help="base | G | budget | size | realistic | fixed (the first four) | all")
     p.add_argument("--shape", default="small", choices=sorted(SHAPES), help="the base point's model")
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--G", type=int, default=8)
