@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).parents[1]
@@ -188,8 +189,17 @@ def _two_process_step(process_id: str, port: str) -> dict:
     full = make_batch(0, B=8)
     mine = [{k: v[4 * int(process_id):4 * int(process_id) + 4] for k, v in mb.items()} for mb in full]  # this host's rows
     params, opt_state, stats = step(params, opt_state, rows_to_global(mine, mesh))
+    # Micro-batch widths: each host's rows (different lengths on each) are cut to the widths of the
+    # global micro-batch, the longest over both hosts.
+    from r1zero.rollout import minibatches
+    from tests.test_rollout import config_with, rollout_arrays
+
+    steps = minibatches(rollout_arrays(int(process_id), ref=False), config_with(4), rollout=0)
     return {"process": jax.process_index(), "processes": jax.process_count(),
-            "loss": float(stats["loss"]), "grad_norm": float(stats["grad_norm"])}
+            "loss": float(stats["loss"]), "grad_norm": float(stats["grad_norm"]),
+            "widths": [[mb["loss_mask"].shape[1] for mb in micro] for micro in steps],
+            "own_widths": [[int(max(8, 2 ** np.ceil(np.log2(max(mb["loss_mask"].sum(1).max(), 1)))))
+                            for mb in micro] for micro in steps]}
 
 
 @pytest.mark.slow
@@ -223,6 +233,9 @@ def test_two_processes_with_jax_distributed_match_one_process():
     _, _, stats = step(params, opt_state, make_batch(0, B=8))
     for r in results:
         assert abs(r["loss"] - float(stats["loss"])) < 1e-5 and abs(r["grad_norm"] - float(stats["grad_norm"])) < 1e-5
+    own = np.array([r["own_widths"] for r in results])
+    assert (own[0] != own[1]).any()  # the hosts' own rows would need different widths...
+    assert results[0]["widths"] == results[1]["widths"] == own.max(0).tolist()  # ...they cut to the larger
 
 
 
@@ -232,12 +245,16 @@ def _two_process_train(process_id: str, port: str, workdir: str) -> dict:
     assert distributed.initialize(f"localhost:{port}", 2, int(process_id))
     import dataclasses
 
-    from r1zero.config import CheckpointConfig, MeshConfig, SamplingConfig
+    from r1zero.config import CheckpointConfig, MeshConfig, OptimConfig, SamplingConfig
     from r1zero.train import train
     from tests.test_train import tiny_config
 
+    # Completions of different lengths in two micro-batches: each host cuts its rows to the widths
+    # both agree on (the longest over the hosts).
     config = tiny_config(steps=4, mesh=MeshConfig(data=2, fsdp=1, tensor=1), prompts_per_rollout=8,
-                         sampling=SamplingConfig(num_samples=4, max_new_tokens=2, max_prompt_len=16),
+                         sampling=SamplingConfig(num_samples=4, max_new_tokens=24, max_prompt_len=16,
+                                                 eos_ids=(3, 7, 11, 15, 19)),  # about 1 token in 8 ends a row
+                         optim=OptimConfig(learning_rate=3e-3, micro_batches=2),
                          checkpoint=CheckpointConfig(every=2), eval_every=2)
     config = dataclasses.replace(config, task=dataclasses.replace(config.task, rewards=("random",)))
     return train(config, workdir, progress=False)
