@@ -462,12 +462,13 @@ def main(argv=None) -> None:
         return
     if args.warmup < 1 or args.steps <= args.warmup or args.rounds < 1:
         raise SystemExit("--warmup must be at least 1, --steps more than --warmup, --rounds at least 1")
-    if any(pt.prompts * pt.G % args.micro_batches for pt in sweep_points(args.sweep, Point(args.shape, args.prompts,
-                                                                                         args.G, args.max_new))):
-        raise SystemExit(f"--micro-batches {args.micro_batches} must divide the rows (prompts x G) of every point")
     if args.prompts < 1 or args.G < 2 or args.max_new < 1:
         raise SystemExit("--prompts must be at least 1, --G at least 2 (a group of one has no advantage), "
                          "--max-new at least 1")
+    rows = {pt.prompts * pt.G for pt in sweep_points(args.sweep, Point(args.shape, args.prompts, args.G, args.max_new))}
+    if args.micro_batches < 1 or any(n % args.micro_batches for n in rows):
+        raise SystemExit(f"--micro-batches {args.micro_batches} must divide the rows (prompts x G) of every point: "
+                         f"{sorted(rows)}")
     pythons = {"r1zero": sys.executable, "trl": args.trl_python, "tunix": args.tunix_python}
     for lib, py in pythons.items():
         if py and not Path(py).is_file():

@@ -76,7 +76,7 @@ def test_realistic_lengths_end_early_with_a_tail_at_the_budget(work):
 def test_the_benchmark_runs_r1zero_and_prints_the_table(tmp_path, capsys):
     out = tmp_path / "bench.jsonl"
     gs.main(["--shape", "tiny", "--prompts", "2", "--G", "2", "--max-new", "8", "--steps", "3", "--rounds", "2",
-             "--work", str(tmp_path / "work"), "--out", str(out)])
+             "--micro-batches", "2", "--work", str(tmp_path / "work"), "--out", str(out)])
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     runs = [r for r in rows if r["kind"] == "run"]
     (summary,) = [r for r in rows if r["kind"] == "summary"]
@@ -96,3 +96,5 @@ def test_bad_arguments_are_refused(tmp_path):
         gs.main(["--G", "1", "--work", str(tmp_path)])
     with pytest.raises(SystemExit, match="--warmup"):
         gs.main(["--steps", "1", "--work", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"--micro-batches 3 must divide the rows .* \[64\]"):
+        gs.main(["--micro-batches", "3", "--work", str(tmp_path)])
