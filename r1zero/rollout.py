@@ -107,7 +107,7 @@ def train_arrays(ro: Rollout, config: TrainConfig) -> dict[str, np.ndarray]:
     completion rounded up to a power of two: few compiles); loss_mask and old_logp [B, N] for the
     completion columns alone (the trainer computes no logits for the prompt); adv [B]."""
     s = ro.samples
-    N = bucket(int(s.completion_mask.sum(1).max()), 8, s.completion_tokens.shape[1])  # the longest completion
+    N = completion_width(s.completion_mask)
     loss_mask_BxN = s.completion_mask[:, :N] & ro.scored.valid[:, None]
     if config.grpo.mask_truncated:
         loss_mask_BxN &= (np.asarray(s.finish_reason) != "length")[:, None]
@@ -120,6 +120,13 @@ def train_arrays(ro: Rollout, config: TrainConfig) -> dict[str, np.ndarray]:
     }
 
 
+def completion_width(completion_mask_BxN: np.ndarray) -> int:
+    """The loss columns of a rollout: its longest completion rounded up to a power of two (few
+    compiled programs), the same on every host (the longest over all of them)."""
+    longest = int(_over_hosts(np.asarray(completion_mask_BxN.sum(1).max()), np.max))
+    return bucket(longest, 8, completion_mask_BxN.shape[1])
+
+
 def minibatches(arrays: dict[str, np.ndarray], config: TrainConfig, rollout: int) -> list[list[dict[str, np.ndarray]]]:
     """Every step of a rollout in order: `mu` passes, each a fresh shuffle into M minibatches of
     whole groups, each minibatch a list of K micro-batches of R rows. The order depends only on
@@ -129,8 +136,8 @@ def minibatches(arrays: dict[str, np.ndarray], config: TrainConfig, rollout: int
     are cut into micro-batches, and each micro-batch keeps only the columns up to its own longest
     span, rounded up to a power of two: the update pays for the lengths completions have, not K times
     the longest one's. The loss is the same (a sum over rows, divided by the global count): only the
-    order of the sum changes. Every host cuts to the same widths (its micro-batch k is a slice of the
-    global one)."""
+    order of the sum changes (and the logits' chunking). Every host cuts to the same widths (its
+    micro-batch k is a slice of the global one; `completion_width` gives every host the same W)."""
     G, M, K = config.sampling.num_samples, config.num_minibatches, config.optim.micro_batches
     P, W = len(arrays["adv"]) // G, arrays["loss_mask"].shape[1]
     span_B = np.where(arrays["loss_mask"].any(1), W - np.argmax(arrays["loss_mask"][:, ::-1], 1), 0)
@@ -152,6 +159,8 @@ def _cut(arrays: dict[str, np.ndarray], rows: np.ndarray, width: int) -> dict[st
     """`rows` of the training arrays with the loss columns cut to the first `width` (tokens and mask
     keep the prompt columns before them: causal attention, so later columns change nothing)."""
     drop = arrays["loss_mask"].shape[1] - width
+    if drop < 0:
+        raise ValueError(f"cannot cut {arrays['loss_mask'].shape[1]} loss columns to {width}")
     cut = lambda v: v[rows, : v.shape[1] - drop] if v.ndim == 2 else v[rows]
     return {k: cut(v) for k, v in arrays.items()}
 

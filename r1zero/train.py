@@ -228,8 +228,9 @@ class Trainer:
             raise
         batch = None
         if restored is not None:
-            self.resumed_from, state, arrays, _ = restored
+            self.resumed_from, state, arrays, meta = restored
             if arrays is not None:
+                arrays = _host_rows(arrays) if "rollout_hosts" in meta else arrays  # older: as saved
                 batch = Batch(arrays, minibatches(arrays, self.config, state.rollout))
         truncate_logs(self.workdir, -1 if self.resumed_from is None else self.resumed_from)
         self.writer = MetricWriter(self.workdir, enabled=self.main_process)
@@ -304,7 +305,10 @@ class Trainer:
         meta = {"data": batch.data_before if unused else self.prompts.get_state(),
                 "start_eval": self.evals["start"], "end_eval": self.evals["end"],
                 "config": to_dict(self.requested), "versions": _versions()}
-        self.checkpointer.save(state.step, state, None if batch is None or unused else batch.arrays, meta)
+        rows = None
+        if batch is not None and not unused:  # every host's rows: the checkpoint's arrays are written once
+            rows, meta["rollout_hosts"] = _all_hosts_rows(batch.arrays), jax.process_count()
+        self.checkpointer.save(state.step, state, rows, meta)
 
     def close(self) -> None:
         self.stop.restore()
@@ -845,6 +849,24 @@ class StopRequest:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
         self._old = {}
+
+
+def _all_hosts_rows(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The rollout's rows of every host, host after host (what a checkpoint keeps: orbax writes
+    numpy arrays from the first host alone)."""
+    if jax.process_count() == 1:
+        return arrays
+    from jax.experimental import multihost_utils
+
+    gathered = {k: np.asarray(multihost_utils.process_allgather(v)) for k, v in arrays.items()}
+    return {k: v.reshape(-1, *v.shape[2:]) for k, v in gathered.items()}
+
+
+def _host_rows(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """This host's share of a checkpoint's rows (the inverse of `_all_hosts_rows`)."""
+    n = len(arrays["adv"]) // jax.process_count()
+    i = jax.process_index()
+    return {k: v[i * n:(i + 1) * n] for k, v in arrays.items()}
 
 
 def _abstract(tree):

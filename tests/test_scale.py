@@ -194,10 +194,15 @@ def _two_process_step(process_id: str, port: str) -> dict:
     from r1zero.rollout import minibatches
     from tests.test_rollout import config_with, rollout_arrays
 
+    from r1zero.rollout import completion_width
+
     steps = minibatches(rollout_arrays(int(process_id), ref=False), config_with(4), rollout=0)
+    lengths = np.arange(64) < (20 if process_id == "0" else 40)  # one row: 20 tokens here, 40 there
+    widths_N = completion_width(lengths[None]), completion_width(np.zeros((1, 64), bool))
     return {"process": jax.process_index(), "processes": jax.process_count(),
             "loss": float(stats["loss"]), "grad_norm": float(stats["grad_norm"]),
             "widths": [[mb["loss_mask"].shape[1] for mb in micro] for micro in steps],
+            "completion_widths": widths_N,
             "own_widths": [[int(max(8, 2 ** np.ceil(np.log2(max(mb["loss_mask"].sum(1).max(), 1)))))
                             for mb in micro] for micro in steps]}
 
@@ -236,10 +241,12 @@ def test_two_processes_with_jax_distributed_match_one_process():
     own = np.array([r["own_widths"] for r in results])
     assert (own[0] != own[1]).any()  # the hosts' own rows would need different widths...
     assert results[0]["widths"] == results[1]["widths"] == own.max(0).tolist()  # ...they cut to the larger
+    assert [r["completion_widths"] for r in results] == [[64, 8], [64, 8]]  # the longest of both: 40 -> 64
 
 
 
-def _two_process_train(process_id: str, port: str, workdir: str) -> dict:
+def _two_process_train(process_id: str, port: str, workdir: str, steps: str = "4", every: str = "2",
+                       minibatches: str = "1") -> dict:
     from r1zero import distributed
 
     assert distributed.initialize(f"localhost:{port}", 2, int(process_id))
@@ -251,19 +258,17 @@ def _two_process_train(process_id: str, port: str, workdir: str) -> dict:
 
     # Completions of different lengths in two micro-batches: each host cuts its rows to the widths
     # both agree on (the longest over the hosts).
-    config = tiny_config(steps=4, mesh=MeshConfig(data=2, fsdp=1, tensor=1), prompts_per_rollout=8,
+    config = tiny_config(steps=int(steps), mesh=MeshConfig(data=2, fsdp=1, tensor=1), prompts_per_rollout=8,
                          sampling=SamplingConfig(num_samples=4, max_new_tokens=24, max_prompt_len=16,
                                                  eos_ids=(3, 7, 11, 15, 19)),  # about 1 token in 8 ends a row
-                         optim=OptimConfig(learning_rate=3e-3, micro_batches=2),
-                         checkpoint=CheckpointConfig(every=2), eval_every=2)
+                         optim=OptimConfig(learning_rate=3e-3, micro_batches=2), num_minibatches=int(minibatches),
+                         checkpoint=CheckpointConfig(every=int(every)), eval_every=2)
     config = dataclasses.replace(config, task=dataclasses.replace(config.task, rewards=("random",)))
     return train(config, workdir, progress=False)
 
 
-@pytest.mark.slow
-def test_two_process_training_run(tmp_path):
-    """Two hosts on localhost: each samples its own prompts, one global update per step; host 0 writes
-    the run directory, both see the same summary."""
+def two_process_train(workdir: Path, *args: str) -> list[dict]:
+    """`_two_process_train(workdir, *args)` in two processes on localhost; both summaries."""
     import socket
 
     with socket.socket() as s:
@@ -272,17 +277,41 @@ def test_two_process_training_run(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
     procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "two_process_train", str(i), port,
-                               str(tmp_path)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for i in range(2)]
+                               str(workdir), *args], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
-    summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+
+
+@pytest.mark.slow
+def test_two_process_training_run(tmp_path):
+    """Two hosts on localhost: each samples its own prompts, one global update per step; host 0 writes
+    the run directory, both see the same summary."""
+    summaries = two_process_train(tmp_path)
     assert summaries[0] == summaries[1] and summaries[0]["steps"] == 4
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]  # written once, by host 0
     assert (tmp_path / "final" / "model.safetensors").is_file()
     assert [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()] != []
+
+
+@pytest.mark.slow
+def test_two_process_run_resumed_mid_rollout_continues_it_exactly(tmp_path):
+    """A checkpoint in the middle of a rollout keeps every host's rows (not the first host's twice):
+    stopped after step 3 of 4 (rollouts of two steps) and resumed, the last step is the one of the
+    run that was never stopped."""
+    metrics = lambda d: {r["step"]: r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
+                         if "loss" in r}
+    two_process_train(tmp_path / "whole", "4", "3", "2")
+    two_process_train(tmp_path / "resumed", "3", "3", "2")
+    (summary, _) = two_process_train(tmp_path / "resumed", "4", "3", "2")
+    assert summary["resumed_from"] == 3
+    whole, resumed = metrics(tmp_path / "whole"), metrics(tmp_path / "resumed")
+    for key in ("loss", "grad_norm", "entropy", "logp_diff_mean"):
+        assert resumed[4][key] == pytest.approx(whole[4][key], rel=1e-6), key
+    assert resumed[3]["loss"] == pytest.approx(whole[3]["loss"], rel=1e-6)
 
 
 if __name__ == "__main__":
