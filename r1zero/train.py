@@ -230,7 +230,9 @@ class Trainer:
         if restored is not None:
             self.resumed_from, state, arrays, meta = restored
             if arrays is not None:
-                arrays = _host_rows(arrays) if "rollout_hosts" in meta else arrays  # older: as saved
+                if "rollout_hosts" in meta:  # every host's rows (older checkpoints: the first host's)
+                    arrays = host_rows(arrays, jax.process_index(), jax.process_count(),
+                                       self.config.sampling.num_samples)
                 batch = Batch(arrays, minibatches(arrays, self.config, state.rollout))
         truncate_logs(self.workdir, -1 if self.resumed_from is None else self.resumed_from)
         self.writer = MetricWriter(self.workdir, enabled=self.main_process)
@@ -862,11 +864,15 @@ def _all_hosts_rows(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v.reshape(-1, *v.shape[2:]) for k, v in gathered.items()}
 
 
-def _host_rows(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """This host's share of a checkpoint's rows (the inverse of `_all_hosts_rows`)."""
-    n = len(arrays["adv"]) // jax.process_count()
-    i = jax.process_index()
-    return {k: v[i * n:(i + 1) * n] for k, v in arrays.items()}
+def host_rows(arrays: dict[str, np.ndarray], index: int, count: int, group: int) -> dict[str, np.ndarray]:
+    """Host `index` of `count`'s share of a checkpoint's rows (the inverse of `_all_hosts_rows`; a run
+    resumed on another number of hosts splits them anew, in whole groups of `group` rows)."""
+    total = len(arrays["adv"])
+    if total % (count * group):
+        raise UserError(f"the checkpoint's rollout has {total // group} groups, which do not split over {count} "
+                        f"hosts; resume on a number of hosts that divides them (it was saved by a run on another)")
+    n = total // count
+    return {k: v[index * n:(index + 1) * n] for k, v in arrays.items()}
 
 
 def _abstract(tree):

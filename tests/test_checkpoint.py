@@ -355,3 +355,17 @@ def test_resume_rules_of_the_train_command(reference, tmp_path, capsys):
     assert "resumed from step 8" in capsys.readouterr().out
     assert json.loads((run / "overrides.jsonl").read_text().splitlines()[-1]) == {"eval_every": 5, "steps": 10}
     assert [r["step"] for r in metric_rows(run)][-3:] == [8, 9, 10]
+
+
+def test_a_checkpoints_rows_split_over_the_hosts_that_resume():
+    from r1zero.train import host_rows
+
+    saved = {"tokens": np.arange(16 * 3).reshape(16, 3), "adv": np.arange(16, dtype=np.float32)}
+    assert np.array_equal(host_rows(saved, 0, 1, 4)["tokens"], saved["tokens"])
+    second = host_rows(saved, 1, 2, 4)
+    assert np.array_equal(second["adv"], np.arange(8, 16)) and np.array_equal(second["tokens"], saved["tokens"][8:])
+    assert [len(host_rows(saved, i, 4, 4)["adv"]) for i in range(4)] == [4] * 4
+    with pytest.raises(UserError, match="4 groups, which do not split over 3 hosts"):
+        host_rows(saved, 0, 3, 4)
+    with pytest.raises(UserError, match="2 groups, which do not split over 4 hosts"):
+        host_rows(saved, 0, 4, 8)  # 16 rows over 4 hosts, but groups of 8
