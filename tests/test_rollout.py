@@ -79,10 +79,13 @@ def test_one_micro_batch_keeps_the_groups_in_order_at_full_width():
         assert sorted(rows) == sorted(int(r) for m in micro for r in m["adv"])  # same groups as with K = 4
 
 
-@pytest.mark.parametrize("aggregation", ["seq-mean-token-mean", "token-mean", "constant"])
-def test_sorted_cut_micro_batches_give_the_full_width_step(aggregation):
+@pytest.mark.parametrize("aggregation, gspo", [("seq-mean-token-mean", False), ("token-mean", False),
+                                               ("constant", False), ("seq-mean-token-mean", True)])
+def test_sorted_cut_micro_batches_give_the_full_width_step(aggregation, gspo):
     """Four micro-batches cut to their own lengths take the same optimizer step as the whole
-    minibatch at the full width (loss, statistics, parameters), KL term included."""
+    minibatch at the full width (loss, statistics, parameters), KL term included; also with
+    sequence-level ratios (GSPO), left-padded prompts, a hole in a loss mask, a truncated row the
+    loss leaves out, and logits computed in chunks narrower than the rows."""
     import jax
 
     from r1zero.config import GRPOConfig
@@ -90,12 +93,17 @@ def test_sorted_cut_micro_batches_give_the_full_width_step(aggregation):
 
     arrays = rollout_arrays(2, ref=True)
     arrays["adv"] = np.random.default_rng(3).normal(size=32).astype(np.float32)
+    if gspo:
+        arrays["mask"][::3, :2] = False  # left padding
+        arrays["loss_mask"][4, 1] = False  # a hole (the row still spans to its end)
+        arrays["loss_mask"][1] = False  # truncated, masked: the loss skips it, its tokens stay
     arrays["tokens"] = np.where(arrays["mask"], arrays["tokens"], 0)
     results = []
     for K in (1, 4):
-        config = config_with(K, grpo=GRPOConfig(aggregation=aggregation, beta=0.05))
+        config = config_with(K, grpo=GRPOConfig(aggregation=aggregation, beta=0.05, sequence_ratio=gspo))
         config = dataclasses.replace(config, optim=OptimConfig(learning_rate=1e-2, eps=1.0, max_grad_norm=1e9,
-                                                               micro_batches=K))
+                                                               micro_batches=K),
+                                     logprob_chunk_tokens=64 if gspo else config.logprob_chunk_tokens)
         steps = minibatches(arrays, config, rollout=0)
         assert len({mb["loss_mask"].shape[1] for mb in steps[0]}) == (1 if K == 1 else 3)  # the cut happened
         params, opt_state, step = fresh_state(config)
