@@ -141,18 +141,17 @@ def minibatches(arrays: dict[str, np.ndarray], config: TrainConfig, rollout: int
     G, M, K = config.sampling.num_samples, config.num_minibatches, config.optim.micro_batches
     P, W = len(arrays["adv"]) // G, arrays["loss_mask"].shape[1]
     span_B = np.where(arrays["loss_mask"].any(1), W - np.argmax(arrays["loss_mask"][:, ::-1], 1), 0)
-    out = []
+    steps = []  # per step, the rows of each micro-batch [K, R]
     for pass_ in range(config.mu):
         order = np.random.default_rng([config.seed, rollout, pass_]).permutation(P).reshape(M, P // M)
         for chosen in order:  # the groups of one minibatch
             idx = (chosen[:, None] * G + np.arange(G)).reshape(-1)
-            if K == 1:
-                out.append([{k: v[idx] for k, v in arrays.items()}])
-                continue
-            rows_KxR = idx[np.argsort(span_B[idx], kind="stable")].reshape(K, -1)
-            widths = _over_hosts(np.array([bucket(max(int(span_B[r].max()), 1), 8, W) for r in rows_KxR]), np.max)
-            out.append([_cut(arrays, rows, int(w)) for rows, w in zip(rows_KxR, widths)])
-    return out
+            steps.append(idx[None] if K == 1 else idx[np.argsort(span_B[idx], kind="stable")].reshape(K, -1))
+    if K == 1:
+        return [[{k: v[rows_KxR[0]] for k, v in arrays.items()}] for rows_KxR in steps]
+    own = np.array([[bucket(max(int(span_B[r].max()), 1), 8, W) for r in rows_KxR] for rows_KxR in steps])
+    widths = _over_hosts(own, np.max)  # one exchange for the whole rollout
+    return [[_cut(arrays, r, int(w)) for r, w in zip(rows_KxR, w_K)] for rows_KxR, w_K in zip(steps, widths)]
 
 
 def _cut(arrays: dict[str, np.ndarray], rows: np.ndarray, width: int) -> dict[str, np.ndarray]:
