@@ -217,6 +217,9 @@ class OptimConfig:
     # Gradient accumulation inside each minibatch. K > 1 also sorts the rows by completion length and
     # cuts each micro-batch to its own longest: with long-tailed lengths, 4 about halves the update.
     micro_batches: int = 1
+    # The update runs each group's prompt once and lets its G completions attend to its keys, instead
+    # of once per row (the same loss up to float rounding; the prompt is most of a short completion).
+    share_prompts: bool = False
     max_nonfinite_in_a_row: int = 5  # then the run stops
 
     def __post_init__(self):

@@ -132,26 +132,34 @@ def minibatches(arrays: dict[str, np.ndarray], config: TrainConfig, rollout: int
     whole groups, each minibatch a list of K micro-batches of R rows. The order depends only on
     (seed, rollout), so a run resumed in the middle of a rollout continues with the same minibatches.
 
-    With K > 1 the minibatch's rows are sorted by the length of their loss span (stable) before they
-    are cut into micro-batches, and each micro-batch keeps only the columns up to its own longest
-    span, rounded up to a power of two: the update pays for the lengths completions have, not K times
-    the longest one's. The loss is the same (a sum over rows, divided by the global count): only the
-    order of the sum changes (and the logits' chunking). Every host cuts to the same widths (its
-    micro-batch k is a slice of the global one; `completion_width` gives every host the same W)."""
+    With K > 1 the minibatch's rows are sorted by the length of their loss span rounded up to a power
+    of two (then by group) before they are cut into micro-batches, and each micro-batch keeps only
+    the columns up to its own longest span, rounded the same way: the update pays for the lengths
+    completions have, not K times the longest one's. The loss is the same (a sum over rows, divided
+    by the global count): only the order of the sum changes (and the logits' chunking). Every host cuts to the same widths (its
+    micro-batch k is a slice of the global one; `completion_width` gives every host the same W).
+
+    With `optim.share_prompts` each step also carries its groups' prompts once (`_share`): the
+    update runs each prompt once instead of once per row."""
     G, M, K = config.sampling.num_samples, config.num_minibatches, config.optim.micro_batches
     P, W = len(arrays["adv"]) // G, arrays["loss_mask"].shape[1]
     span_B = np.where(arrays["loss_mask"].any(1), W - np.argmax(arrays["loss_mask"][:, ::-1], 1), 0)
+    width = np.vectorize(lambda span: bucket(max(int(span), 1), 8, W))
+    width_B = width(span_B)
     steps = []  # per step, the rows of each micro-batch [K, R]
     for pass_ in range(config.mu):
         order = np.random.default_rng([config.seed, rollout, pass_]).permutation(P).reshape(M, P // M)
         for chosen in order:  # the groups of one minibatch
             idx = (chosen[:, None] * G + np.arange(G)).reshape(-1)
-            steps.append(idx[None] if K == 1 else idx[np.argsort(span_B[idx], kind="stable")].reshape(K, -1))
-    if K == 1:
-        return [[{k: v[rows_KxR[0]] for k, v in arrays.items()}] for rows_KxR in steps]
-    own = np.array([[bucket(max(int(span_B[r].max()), 1), 8, W) for r in rows_KxR] for rows_KxR in steps])
-    widths = _over_hosts(own, np.max)  # one exchange for the whole rollout
-    return [[_cut(arrays, r, int(w)) for r, w in zip(rows_KxR, w_K)] for rows_KxR, w_K in zip(steps, widths)]
+            # By width, and within a width by group: the same widths as sorting by span, and fewer
+            # prompts per micro-batch to share.
+            steps.append(idx[None] if K == 1 else idx[np.lexsort((idx // G, width_B[idx]))].reshape(K, -1))
+    steps = np.asarray(steps)  # [steps, K, R]
+    widths = np.full(steps.shape[:2], W) if K == 1 else _over_hosts(width_B[steps].max(-1), np.max)  # one exchange
+    mbs = [[_cut(arrays, r, int(w)) for r, w in zip(rows_KxR, w_K)] for rows_KxR, w_K in zip(steps, widths)]
+    if config.optim.share_prompts and arrays["tokens"].shape[1] - W >= 2:  # (a one-token prompt: nothing to share)
+        mbs = _share(arrays, steps, mbs, G)
+    return mbs
 
 
 def _cut(arrays: dict[str, np.ndarray], rows: np.ndarray, width: int) -> dict[str, np.ndarray]:
@@ -162,6 +170,38 @@ def _cut(arrays: dict[str, np.ndarray], rows: np.ndarray, width: int) -> dict[st
         raise ValueError(f"cannot cut {arrays['loss_mask'].shape[1]} loss columns to {width}")
     cut = lambda v: v[rows, : v.shape[1] - drop] if v.ndim == 2 else v[rows]
     return {k: cut(v) for k, v in arrays.items()}
+
+
+def _share(arrays, steps_SxKxR, mbs, G: int) -> list[list[dict[str, np.ndarray]]]:
+    """The micro-batches with each group's prompt written once per minibatch: `prefix_tokens` and
+    `prefix_mask` [U, Lp - 1] (every prompt column but the last, of the minibatch's groups on every
+    host, in process order: one table, placed replicated, the same in each of the step's
+    micro-batches), `prefix_of_row` [R] (the row's prompt in that table), and `tokens`/`mask`
+    [R, 1 + width] keep only the last prompt column (its logits score the first completion token)
+    and the completion."""
+    Lp = arrays["tokens"].shape[1] - arrays["loss_mask"].shape[1]
+    group_B = np.arange(len(arrays["adv"])) // G  # rows are group-major: group g starts at row g * G
+    prompt_Bx2xL = np.stack([arrays["tokens"][:, :Lp - 1], arrays["mask"][:, :Lp - 1]], 1).astype(np.int32)
+    if bad := np.flatnonzero((prompt_Bx2xL != prompt_Bx2xL[group_B * G]).any((1, 2))).tolist():
+        raise ValueError(f"row {bad[0]} does not have its group's prompt (group {group_B[bad[0]]}): no prompt to share")
+    groups_SxQ = np.array([np.unique(group_B[rows]) for rows in steps_SxKxR.reshape(len(steps_SxKxR), -1)])
+    everyone = _all_hosts(prompt_Bx2xL[groups_SxQ * G])  # [H, S, Q, 2, Lp - 1]
+    H, Q, me = everyone.shape[0], groups_SxQ.shape[1], jax.process_index()
+    for s, k in np.ndindex(steps_SxKxR.shape[:2]):
+        table, mb = everyone[:, s].reshape(H * Q, 2, Lp - 1), mbs[s][k]
+        mbs[s][k] = {**mb, "tokens": mb["tokens"][:, Lp - 1:], "mask": mb["mask"][:, Lp - 1:],
+                     "prefix_tokens": table[:, 0], "prefix_mask": table[:, 1].astype(bool),
+                     "prefix_of_row": me * Q + np.searchsorted(groups_SxQ[s], group_B[steps_SxKxR[s, k]]).astype(np.int32)}
+    return mbs
+
+
+def _all_hosts(x: np.ndarray) -> np.ndarray:
+    """[H, ...]: `x` of every host, in process order (H = 1 on one host)."""
+    if jax.process_count() == 1:
+        return x[None]
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -155,6 +155,17 @@ def rows_to_global(tree: Any, mesh: Mesh | None, axis: int = 0) -> Any:
     return jax.tree.map(one, tree)
 
 
+def micro_batch_to_global(mb: dict[str, np.ndarray], mesh: Mesh | None) -> dict[str, Any]:
+    """A micro-batch (`rollout.minibatches`) as global arrays: its rows with `rows_to_global`; the
+    prompt table `prefix_*` (the same on every host) replicated."""
+    table = {k: v for k, v in mb.items() if k in ("prefix_tokens", "prefix_mask")}
+    rows = rows_to_global({k: v for k, v in mb.items() if k not in table}, mesh)
+    if mesh is not None:
+        sh = replicated(mesh)
+        table = {k: jax.make_array_from_callback(v.shape, sh, lambda i, v=v: v[i]) for k, v in table.items()}
+    return {**rows, **table}
+
+
 def rows_to_local(tree: Any, mesh: Mesh | None, axis: int = 0) -> Any:
     """This process's rows of global arrays (split along `axis`), as numpy."""
     if mesh is None or jax.process_count() == 1:

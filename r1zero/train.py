@@ -45,10 +45,10 @@ from r1zero.data import check_task, load_task
 from r1zero.errors import MissingFileError, UserError, read_json
 from r1zero.evaluate import evaluate, metric_names
 from r1zero.metrics import MetricWriter
-from r1zero.models import Decoder, create_model, hf, hub, logprob_pass, per_token_logprobs
+from r1zero.models import Decoder, SharedPrefix, create_model, hf, hub, logprob_pass, per_token_logprobs
 from r1zero.optim import init_opt_state, make_optimizer
 from r1zero.rollout import collect_rollout, completion_rows, minibatches, rollout_metrics, train_arrays
-from r1zero.sharding import rows_to_global, rows_to_local
+from r1zero.sharding import constrain_rows, micro_batch_to_global, rows_to_global, rows_to_local
 from r1zero.tokenizer import SPECIAL_TOKENS, Tokenizer, write_char_tokenizer
 
 # Offsets of the named random streams. Rollout r takes 2 + r (every offset from 2 up), so the one
@@ -108,8 +108,8 @@ def init_training(model: Decoder, config: TrainConfig, mesh):
 
 def make_train_step(graphdef, rest, config: TrainConfig, tx, params, opt_sh, mesh):
     """step(params, opt_state, micro_batches) -> (params, opt_state, stats): one optimizer step on a
-    minibatch given as a list of K micro-batches, dicts of [R, ...] arrays placed with
-    `rows_to_global`. Micro-batches may differ in width (the rollout cuts each to its own longest
+    minibatch given as a list of K micro-batches (`rollout.minibatches`), placed with
+    `micro_batch_to_global`. Micro-batches may differ in width (the rollout cuts each to its own longest
     completion): each is its own jitted program (compiled once per width), which adds its gradient
     of the loss numerator to the running sum; a last program divides by the global denominator and
     applies the optimizer, so accumulation equals one big batch.
@@ -123,11 +123,12 @@ def make_train_step(graphdef, rest, config: TrainConfig, tx, params, opt_sh, mes
     temperature = config.sampling.temperature or 1.0
     param_sh, replicated = jax.tree.map(lambda x: x.sharding, params), sharding.replicated(mesh)
 
-    def loss_fn(params, mb):
+    def loss_fn(params, prompt_kv, mb):
         model = nnx.merge(graphdef, params, rest)
         start = mb["tokens"].shape[-1] - mb["loss_mask"].shape[-1]  # the loss covers the last W columns
+        prefix = None if prompt_kv is None else SharedPrefix(*prompt_kv, mb["prefix_mask"], mb["prefix_of_row"])
         logp_RxW, entropy_RxW = per_token_logprobs(model, mb["tokens"], mb["mask"], temperature,
-                                                   config.logprob_chunk_tokens, start=start)
+                                                   config.logprob_chunk_tokens, start=start, prefix=prefix)
         num, den, stats = grpo.policy_loss(
             logp_RxW, mb["old_logp"], mb["adv"], mb["loss_mask"], epsilon_low=g.epsilon_low,
             epsilon_high=g.epsilon_high, aggregation=g.aggregation, sequence_ratio=g.sequence_ratio,
@@ -140,13 +141,29 @@ def make_train_step(graphdef, rest, config: TrainConfig, tx, params, opt_sh, mes
         stats["informative"] = jnp.any((mb["adv"] != 0) & m_RxW.any(-1))  # some row with tokens and an advantage
         return num, (den, stats)
 
-    @functools.partial(jax.jit, out_shardings=(param_sh, replicated), donate_argnums=1)
-    def accumulate(params, grads, mb):
-        (num, (den, stats)), micro_grads = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
-        return jax.tree.map(jnp.add, grads, micro_grads), (num, den, stats)
+    def prompt_kv(params, tokens_UxS, mask_UxS):
+        """Every layer's keys and values of the step's prompts (`optim.share_prompts`), split over
+        the row devices where they divide."""
+        model = nnx.merge(graphdef, params, rest)
+        return model.prefix_kv(constrain_rows(tokens_UxS, mesh), constrain_rows(mask_UxS, mesh))
+
+    # Shared prompts: the micro-batches read the prompts' keys and values (computed once, `prompts`)
+    # and sum the loss's gradient with respect to them too (`dkv`); `apply` carries that gradient back
+    # through a recomputed prompt forward (jax.vjp). Exact: the same chain rule, in two parts.
+    prompts = jax.jit(lambda params, tokens, mask: (kv := prompt_kv(params, tokens, mask), jax.tree.map(jnp.zeros_like, kv)))
+
+    @functools.partial(jax.jit, out_shardings=(param_sh, None, replicated), donate_argnums=(1, 4))
+    def accumulate(params, grads, mb, kv=None, dkv=None):
+        (num, (den, stats)), (micro_grads, micro_dkv) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+            params, kv, mb)
+        add = lambda a, b: jax.tree.map(jnp.add, a, b)
+        return add(grads, micro_grads), None if kv is None else add(dkv, micro_dkv), (num, den, stats)
 
     @functools.partial(jax.jit, out_shardings=(param_sh, opt_sh, replicated), donate_argnums=(0, 1))
-    def apply(params, opt_state, grads, parts):
+    def apply(params, opt_state, grads, parts, table=None, dkv=None):
+        if table is not None:
+            _, prompt_vjp = jax.vjp(lambda p: prompt_kv(p, *table), params)
+            grads = jax.tree.map(jnp.add, grads, prompt_vjp(dkv)[0])
         num_K, den_K, stats = jax.tree.map(lambda *x: jnp.stack(x), *parts)
         num, den = num_K.sum(), den_K.sum()
         grads = jax.tree.map(lambda x: x / jnp.maximum(den, 1e-12), grads)
@@ -173,11 +190,14 @@ def make_train_step(graphdef, rest, config: TrainConfig, tx, params, opt_sh, mes
     zeros = jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p), out_shardings=param_sh)
 
     def step(params, opt_state, micro_batches: Sequence[dict]):
-        grads, parts = zeros(params), []
+        grads, parts, table, kv, dkv = zeros(params), [], None, None, None
+        if "prefix_tokens" in micro_batches[0]:  # the step's prompt table (the same in each micro-batch)
+            table = (micro_batches[0]["prefix_tokens"], micro_batches[0]["prefix_mask"])
+            kv, dkv = prompts(params, *table)
         for mb in micro_batches:
-            grads, part = accumulate(params, grads, mb)
+            grads, dkv, part = accumulate(params, grads, mb, kv, dkv)
             parts.append(part)
-        return apply(params, opt_state, grads, parts)
+        return apply(params, opt_state, grads, parts, table, dkv)
 
     step.accumulate = accumulate  # the micro-batch program, for memory analysis (bench.scale)
     return step
@@ -281,7 +301,7 @@ class Trainer:
     def update(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Any]]:
         """One optimizer step on the rollout's next minibatch. The counters advance (the rollout
         index once it is used up), and the reference becomes the policy every ref_reset_every steps."""
-        mb = rows_to_global(batch.minibatches[state.cursor], self.mesh)
+        mb = [micro_batch_to_global(m, self.mesh) for m in batch.minibatches[state.cursor]]
         params, opt_state, stats = self._update_fn(state.params, state.opt_state, mb)
         stats = {"rollout": state.rollout, **{k: v.item() for k, v in jax.device_get(stats).items()}}
         used_up, step, ref = state.cursor + 1 == len(batch.minibatches), state.step + 1, state.ref_params

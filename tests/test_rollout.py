@@ -34,7 +34,13 @@ def rollout_arrays(seed: int, B: int = 32, ref: bool = True) -> dict[str, np.nda
 
 
 def config_with(K: int, **kw):
-    return tiny_config(prompts_per_rollout=8, num_minibatches=2, mu=2, optim=OptimConfig(micro_batches=K), **kw)
+    return tiny_config(**{"prompts_per_rollout": 8, "num_minibatches": 2, "mu": 2, "optim": OptimConfig(micro_batches=K),
+                          **kw})
+
+
+def columns(span):
+    """The power of two from 8 to W that holds `span` loss columns."""
+    return np.minimum(np.maximum(8, 2 ** np.ceil(np.log2(np.maximum(span, 1)))), W).astype(int)
 
 
 def test_micro_batches_are_sorted_by_length_and_cut_to_their_longest_completion():
@@ -55,8 +61,11 @@ def test_micro_batches_are_sorted_by_length_and_cut_to_their_longest_completion(
                 idx = mb["adv"].astype(int)
                 longest, width = int(span_B[idx].max()), mb["loss_mask"].shape[1]
                 assert width in (8, 16, 32, 64) and width >= longest and (width == 8 or width < 2 * longest)
-                if k:  # sorted: no row here is shorter than the previous micro-batch's longest
-                    assert span_B[idx].min() >= span_B[micro[k - 1]["adv"].astype(int)].max()
+                if k:  # sorted: no row here needs fewer columns than the previous micro-batch's longest
+                    before = micro[k - 1]["adv"].astype(int)
+                    assert columns(span_B[idx]).min() >= columns(span_B[before]).max()
+                    if columns(span_B[idx]).min() == columns(span_B[before]).max():  # a tie: by group
+                        assert idx[0] // G >= before[-1] // G
                 assert mb["tokens"].shape[1] == mb["mask"].shape[1] == LP + width
                 for key in ("loss_mask", "old_logp", "ref_logp"):
                     np.testing.assert_array_equal(mb[key], arrays[key][idx, :width])
@@ -79,11 +88,20 @@ def test_one_micro_batch_keeps_the_groups_in_order_at_full_width():
         assert sorted(rows) == sorted(int(r) for m in micro for r in m["adv"])  # same groups as with K = 4
 
 
+def group_prompts(arrays: dict[str, np.ndarray], G: int = 4) -> dict[str, np.ndarray]:
+    """The arrays with every row's prompt columns those of its group's first row (as a rollout's are)."""
+    first_B = np.arange(len(arrays["adv"])) // G * G
+    for key in ("tokens", "mask"):
+        arrays[key][:, :LP] = arrays[key][first_B, :LP]
+    return arrays
+
+
 @pytest.mark.parametrize("aggregation, gspo", [("seq-mean-token-mean", False), ("token-mean", False),
                                                ("constant", False), ("seq-mean-token-mean", True)])
 def test_sorted_cut_micro_batches_give_the_full_width_step(aggregation, gspo):
     """Four micro-batches cut to their own lengths take the same optimizer step as the whole
-    minibatch at the full width (loss, statistics, parameters), KL term included; also with
+    minibatch at the full width (loss, statistics, parameters), KL term included; so do micro-batches
+    that carry each group's prompt once (`share_prompts`, one or four micro-batches); also with
     sequence-level ratios (GSPO), left-padded prompts, a hole in a loss mask, a truncated row the
     loss leaves out, and logits computed in chunks narrower than the rows."""
     import jax
@@ -98,20 +116,50 @@ def test_sorted_cut_micro_batches_give_the_full_width_step(aggregation, gspo):
         arrays["loss_mask"][4, 1] = False  # a hole (the row still spans to its end)
         arrays["loss_mask"][1] = False  # truncated, masked: the loss skips it, its tokens stay
     arrays["tokens"] = np.where(arrays["mask"], arrays["tokens"], 0)
+    arrays = group_prompts(arrays)
     results = []
-    for K in (1, 4):
+    for K, share in ((1, False), (4, False), (1, True), (4, True)):
         config = config_with(K, grpo=GRPOConfig(aggregation=aggregation, beta=0.05, sequence_ratio=gspo))
         config = dataclasses.replace(config, optim=OptimConfig(learning_rate=1e-2, eps=1.0, max_grad_norm=1e9,
-                                                               micro_batches=K),
+                                                               micro_batches=K, share_prompts=share),
                                      logprob_chunk_tokens=64 if gspo else config.logprob_chunk_tokens)
         steps = minibatches(arrays, config, rollout=0)
         assert len({mb["loss_mask"].shape[1] for mb in steps[0]}) == (1 if K == 1 else 3)  # the cut happened
+        for mb in steps[0]:  # shared: the prompt columns but the last are in the table, once per group
+            assert ("prefix_tokens" in mb) == share
+            assert mb["tokens"].shape[1] == mb["loss_mask"].shape[1] + (1 if share else LP)
         params, opt_state, step = fresh_state(config)
         params, opt_state, stats = step(params, opt_state, steps[0])
         results.append((host(params), jax.device_get(stats)))
-    (p1, s1), (p4, s4) = results
-    for key in ("loss", "grad_norm", "entropy", "kl", "logp_diff_mean", "logp_diff_max", "clip_low_frac",
-                "clip_high_frac", "ratio_min", "ratio_max"):
-        assert float(s1[key]) == pytest.approx(float(s4[key]), rel=1e-5, abs=1e-7), key
-    for a, b in zip(p1, p4):
-        np.testing.assert_allclose(a, b, atol=1e-7)
+    (p1, s1) = results[0]
+    for p, s in results[1:]:
+        for key in ("loss", "grad_norm", "entropy", "kl", "logp_diff_mean", "logp_diff_max", "clip_low_frac",
+                    "clip_high_frac", "ratio_min", "ratio_max"):
+            assert float(s1[key]) == pytest.approx(float(s[key]), rel=1e-5, abs=1e-7), key
+        for a, b in zip(p1, p):
+            np.testing.assert_allclose(a, b, atol=1e-7)
+
+
+@pytest.mark.parametrize("K", [1, 4])
+def test_shared_micro_batches_carry_each_groups_prompt_once(K):
+    """With `share_prompts` each step holds a table of its groups' prompts (all columns but the
+    last), once each, and each row's index into it; the rows keep the last prompt column and their
+    completion."""
+    arrays = group_prompts(rollout_arrays(0))
+    arrays["mask"][8:12, :2] = False  # one group's prompt is left-padded
+    config = config_with(K, optim=OptimConfig(micro_batches=K, share_prompts=True))
+    for micro in minibatches(arrays, config, rollout=3):
+        table = micro[0]["prefix_tokens"]
+        assert table.shape == (4, LP - 1)  # the minibatch's 4 groups
+        used = set()
+        for mb in micro:
+            rows, width = mb["adv"].astype(int), mb["loss_mask"].shape[1]
+            np.testing.assert_array_equal(mb["prefix_tokens"], table)  # one table per step
+            for key in ("tokens", "mask"):
+                np.testing.assert_array_equal(mb[f"prefix_{key}"][mb["prefix_of_row"]], arrays[key][rows, :LP - 1])
+                np.testing.assert_array_equal(mb[key], arrays[key][rows, LP - 1:LP + width])
+            used |= {(int(i), int(r) // 4) for i, r in zip(mb["prefix_of_row"], rows)}
+        assert sorted(i for i, _ in used) == [0, 1, 2, 3] == sorted({i for i, _ in used})  # one entry per group
+    arrays["tokens"][5, 1] += 1  # a row whose prompt is not its group's
+    with pytest.raises(ValueError, match="row 5 does not have its group's prompt"):
+        minibatches(arrays, config, rollout=3)

@@ -40,6 +40,19 @@ def test_train_step_is_the_same_on_every_mesh(results):
 
 
 @pytest.mark.slow
+def test_shared_prompt_step_is_the_full_rows_step_on_every_mesh(results):
+    """Micro-batches that carry each group's prompt once (`share_prompts`, the prompt table
+    replicated, split over the row devices where it divides) take the step of the full rows."""
+    ref = results["(1, 1, 1)"]["shared"]
+    for mesh in MESHES:
+        got = results[str(mesh)]["shared"]
+        assert abs(got["loss"] - got["plain_loss"]) < 1e-5 * max(1.0, abs(got["plain_loss"])), mesh
+        assert abs(got["grad_norm"] - got["plain_grad_norm"]) < 1e-5 * got["plain_grad_norm"], mesh
+        assert got["max_param_diff_plain"] < 1e-6, mesh
+        assert abs(got["loss"] - ref["loss"]) < 1e-5 * max(1.0, abs(ref["loss"])), mesh
+
+
+@pytest.mark.slow
 def test_greedy_rollouts_agree_on_every_mesh(results):
     ref = results["(1, 1, 1)"]["greedy"]
     for mesh in MESHES[1:]:
@@ -133,13 +146,44 @@ def _meshes() -> dict:
         params, opt_state, stats = step(params, opt_state, rows_to_global(batch, mesh))
         host = [np.asarray(x) for x in jax.tree.leaves(params)]
         ref_params = ref_params or host
+        shared = _shared_prompt_step(model_cfg, mesh)
         out[str(shape)] = {
-            "loss": float(stats["loss"]), "grad_norm": float(stats["grad_norm"]),
+            "shared": shared, "loss": float(stats["loss"]), "grad_norm": float(stats["grad_norm"]),
             "max_param_diff": max(float(np.abs(a - b).max()) for a, b in zip(host, ref_params)),
             "greedy": s.completion_tokens.tolist(), "top2_gap": gap.tolist(),
             "device0_fraction": device0 / total, "replicated_large": replicated_large, "layouts": layouts,
             "param_bytes": held(params), "opt_bytes": held(opt_state), "param_bytes_estimate": estimate,
         }
+    return out
+
+
+def _shared_prompt_step(model_cfg, mesh) -> dict:
+    """One step on sorted, cut micro-batches of a long-tailed rollout, with and without the prompt
+    table (`share_prompts`), on `mesh`."""
+    import jax
+
+    from r1zero.config import OptimConfig
+    from r1zero.models import create_model
+    from r1zero.rollout import minibatches
+    from r1zero.sharding import micro_batch_to_global
+    from r1zero.train import init_training
+    from tests.test_rollout import config_with, group_prompts, rollout_arrays
+
+    arrays = group_prompts(rollout_arrays(4, ref=False))
+    arrays["mask"][::8, :2] = False  # a left-padded prompt every other group
+    arrays["tokens"] = np.where(arrays["mask"], arrays["tokens"] % model_cfg.vocab_size, 0)
+    out, params_of = {}, {}
+    for share in (False, True):
+        config = config_with(2, model=model_cfg, optim=OptimConfig(learning_rate=1e-2, eps=1.0, max_grad_norm=1e9,
+                                                                    micro_batches=2, share_prompts=share))
+        micro = minibatches(arrays, config, rollout=0)[0]
+        model = create_model(model_cfg, mesh, seed=1)
+        _, params, _, opt_state, step = init_training(model, config, mesh)
+        params, _, stats = step(params, opt_state, [micro_batch_to_global(m, mesh) for m in micro])
+        params_of[share] = [np.asarray(x) for x in jax.tree.leaves(params)]
+        key = "" if share else "plain_"
+        out[key + "loss"], out[key + "grad_norm"] = float(stats["loss"]), float(stats["grad_norm"])
+    out["max_param_diff_plain"] = max(float(np.abs(a - b).max()) for a, b in zip(params_of[False], params_of[True]))
     return out
 
 
@@ -246,7 +290,7 @@ def test_two_processes_with_jax_distributed_match_one_process():
 
 
 def _two_process_train(process_id: str, port: str, workdir: str, steps: str = "4", every: str = "2",
-                       minibatches: str = "1") -> dict:
+                       minibatches: str = "1", share_prompts: str = "0") -> dict:
     from r1zero import distributed
 
     assert distributed.initialize(f"localhost:{port}", 2, int(process_id))
@@ -261,7 +305,8 @@ def _two_process_train(process_id: str, port: str, workdir: str, steps: str = "4
     config = tiny_config(steps=int(steps), mesh=MeshConfig(data=2, fsdp=1, tensor=1), prompts_per_rollout=8,
                          sampling=SamplingConfig(num_samples=4, max_new_tokens=24, max_prompt_len=16,
                                                  eos_ids=(3, 7, 11, 15, 19)),  # about 1 token in 8 ends a row
-                         optim=OptimConfig(learning_rate=3e-3, micro_batches=2), num_minibatches=int(minibatches),
+                         optim=OptimConfig(learning_rate=3e-3, micro_batches=2, share_prompts=share_prompts == "1"),
+                         num_minibatches=int(minibatches),
                          checkpoint=CheckpointConfig(every=int(every)), eval_every=2)
     config = dataclasses.replace(config, task=dataclasses.replace(config.task, rewards=("random",)))
     return train(config, workdir, progress=False)
@@ -312,6 +357,22 @@ def test_two_process_run_resumed_mid_rollout_continues_it_exactly(tmp_path):
     for key in ("loss", "grad_norm", "entropy", "logp_diff_mean"):
         assert resumed[4][key] == pytest.approx(whole[4][key], rel=1e-6), key
     assert resumed[3]["loss"] == pytest.approx(whole[3]["loss"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_two_process_run_with_shared_prompts_takes_the_same_steps(tmp_path):
+    """Each host's micro-batches carry its groups' prompts once; the hosts join their prompt tables
+    into one (each row pointing into its own host's part): the same rollout gives the same steps
+    as rows written out in full."""
+    metrics = lambda d: {r["step"]: r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
+                         if "loss" in r}
+    two_process_train(tmp_path / "plain", "2", "0", "2", "0")
+    two_process_train(tmp_path / "shared", "2", "0", "2", "1")
+    plain, shared = metrics(tmp_path / "plain"), metrics(tmp_path / "shared")
+    for step in (1, 2):  # one rollout, two minibatches
+        for key in ("loss", "grad_norm", "entropy", "logp_diff_mean"):
+            assert shared[step][key] == pytest.approx(plain[step][key], rel=1e-5, abs=1e-7), (step, key)
+    assert plain[1]["loss"] != plain[2]["loss"]
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def get_config() -> TrainConfig:
         sampling=SamplingConfig(num_samples=8, max_prompt_len=512, max_new_tokens=1024, temperature=1.0,
                                 stop_strings=("</answer>",)),
         grpo=GRPOConfig(advantage="grpo", aggregation="token-mean", beta=0.0),
-        optim=OptimConfig(learning_rate=1e-6, schedule="constant", max_grad_norm=1.0, micro_batches=4),
+        optim=OptimConfig(learning_rate=1e-6, schedule="constant", max_grad_norm=1.0, micro_batches=4, share_prompts=True),
         task=TaskConfig(dataset="code", path="data/code/problems.jsonl", template="r1zero",
                         rewards=("code", "format"), reward_weights=(1.0, 0.1), accuracy_reward="code", eval_size=64),
         code=CodeConfig(workers=8, partial_credit=False, test_timeout_s=4.0, timeout_s=30.0, batch_timeout_s=300.0),

@@ -31,7 +31,7 @@ def get_config() -> TrainConfig:
         sampling=SamplingConfig(num_samples=8, max_prompt_len=1024, max_new_tokens=3000, temperature=1.0,
                                 stop_strings=("<|im_end|>",)),
         grpo=GRPOConfig(advantage="mean_only", aggregation="constant", beta=0.0),
-        optim=OptimConfig(learning_rate=1e-6, schedule="constant", max_grad_norm=1.0, micro_batches=8),
+        optim=OptimConfig(learning_rate=1e-6, schedule="constant", max_grad_norm=1.0, micro_batches=8, share_prompts=True),
         task=TaskConfig(dataset="math", path="data/math_lvl3to5", template="qwen_math", rewards=("math",),
                         reward_weights=(1.0,), accuracy_reward="math", eval_split="test"),
         mesh=MeshConfig(data=1, fsdp=-1, tensor=1),

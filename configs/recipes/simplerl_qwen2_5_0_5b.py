@@ -33,7 +33,7 @@ def get_config() -> TrainConfig:
         sampling=SamplingConfig(num_samples=8, max_prompt_len=512, max_new_tokens=4096, temperature=1.0,
                                 stop_strings=("<|im_end|>",)),
         grpo=GRPOConfig(advantage="grpo", aggregation="token-mean", beta=1e-4, kl_estimator="k3"),
-        optim=OptimConfig(learning_rate=5e-7, schedule="constant", max_grad_norm=1.0, micro_batches=8),
+        optim=OptimConfig(learning_rate=5e-7, schedule="constant", max_grad_norm=1.0, micro_batches=8, share_prompts=True),
         task=TaskConfig(dataset="gsm8k", template="qwen_math", rewards=("math",), reward_weights=(1.0,),
                         accuracy_reward="math", train_size=8000, eval_size=100),
         mesh=MeshConfig(data=1, fsdp=-1, tensor=1),

@@ -29,7 +29,7 @@ def get_config() -> TrainConfig:
         sampling=SamplingConfig(num_samples=8, max_prompt_len=256, max_new_tokens=1024, temperature=1.0,
                                 stop_strings=("</answer>",)),
         grpo=GRPOConfig(advantage="grpo", aggregation="seq-mean-token-mean", beta=0.001, kl_estimator="k3"),
-        optim=OptimConfig(learning_rate=1e-6, schedule="constant", max_grad_norm=1.0, micro_batches=4),
+        optim=OptimConfig(learning_rate=1e-6, schedule="constant", max_grad_norm=1.0, micro_batches=4, share_prompts=True),
         task=TaskConfig(dataset="countdown", difficulty=3, max_number=100, max_target=1000, template="r1zero",
                         rewards=("countdown",), reward_weights=(1.0,), accuracy_reward="countdown",
                         train_size=80_000, eval_size=1024),

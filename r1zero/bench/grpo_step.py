@@ -298,7 +298,8 @@ def run_r1zero(spec: dict) -> dict:
             model_dir=spec["model_dir"],
             sampling=SamplingConfig(num_samples=spec["G"], max_new_tokens=spec["max_new"], temperature=1.0,
                                     max_prompt_len=PROMPT_LEN, eos_ids=(EOS_ID,) if spec["eos"] else ()),
-            grpo=GRPOConfig(beta=0.0), optim=OptimConfig(learning_rate=1e-6, micro_batches=spec.get("micro_batches", 1)),
+            grpo=GRPOConfig(beta=0.0), optim=OptimConfig(learning_rate=1e-6, micro_batches=spec.get("micro_batches", 1),
+                                                              share_prompts=spec.get("share_prompts", False)),
             task=TaskConfig(dataset="jsonl", path=str(data), template="plain", rewards=("charlen",),
                             reward_weights=(1.0,), accuracy_reward="charlen", eval_size=1),
             checkpoint=CheckpointConfig(every=0), seed=seed, steps=steps, prompts_per_rollout=P,
@@ -454,6 +455,8 @@ def main(argv=None) -> None:
     p.add_argument("--micro-batches", type=int, default=1,
                    help="r1zero's optim.micro_batches: the update's rows sorted by length and cut into this many "
                         "micro-batches, each trimmed to its longest completion (must divide prompts x G)")
+    p.add_argument("--share-prompts", action="store_true",
+                   help="r1zero's optim.share_prompts: the update runs each group's prompt once, not once per row")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "r1zero-grpo-bench")
     p.add_argument("--out", type=Path, default=None, help="JSONL of every run and the summary rows")
     args = p.parse_args(argv)
@@ -493,7 +496,8 @@ def main(argv=None) -> None:
         spec = {"point": point.name, "model_dir": str(model_dir), "shape": SHAPES[point.shape],
                 "prompt_texts": prompts[:point.prompts], "prompts": point.prompts, "G": point.G,
                 "max_new": point.max_new, "eos": point.lengths == "realistic", "steps": args.steps,
-                "warmup": args.warmup, "micro_batches": args.micro_batches}
+                "warmup": args.warmup, "micro_batches": args.micro_batches,
+                "share_prompts": args.share_prompts}
         print(f"{point.name}: {info}", flush=True)
         for r in range(args.rounds):
             order = libs[r % len(libs):] + libs[:r % len(libs)]

@@ -10,8 +10,9 @@ On one H100/H200 it runs in under 8 minutes:
   the fraction of the memory-bandwidth roofline (weights plus the average filled KV cache read once
   per step, at the copy bandwidth measured here);
 - train: the GRPO update's model FLOP utilisation at the 0.5B shape (8 rows of 1,024 tokens, bf16);
-- grpo: the whole GRPO step at the 0.5B shape, 16 prompts x G=8, 256 new tokens, beside TRL when
-  `--trl-python` names a python with trl (`r1zero.bench.grpo_step`).
+- grpo: the whole GRPO step at the 0.5B shape, 16 prompts x G=8, 256 new tokens (each prompt run once
+  in the update: `optim.share_prompts`), beside TRL when `--trl-python` names a python with trl
+  (`r1zero.bench.grpo_step`).
 Reference points (one H200): transformers generate 250 / 1,044 / 3,747 tok/s at batch 16 / 64 /
 256, the plain JAX loop 8.1k / 23.1k / 46.5k, TRL's GRPO step 9.9 s. Each line of the JSONL is one
 measurement (`section` says which); a failing section is recorded as an error and the rest still run.
@@ -137,7 +138,7 @@ def train_section(out: Path, tiny: bool, dtype: str) -> None:
 def grpo_section(out: Path, tiny: bool, trl_python: str | None, work: Path) -> None:
     args = ["--shape", "tiny", "--prompts", "2", "--G", "2", "--max-new", "8", "--steps", "2"] if tiny else \
            ["--shape", "qwen2.5-0.5b", "--prompts", "16", "--G", "8", "--max-new", "256", "--steps", "3"]
-    cmd = [sys.executable, "-m", "r1zero.bench.grpo_step", *args, "--rounds", "1", "--work", str(work),
+    cmd = [sys.executable, "-m", "r1zero.bench.grpo_step", *args, "--share-prompts", "--rounds", "1", "--work", str(work),
            "--out", str(work / "grpo.jsonl")]
     if trl_python:
         cmd += ["--trl-python", trl_python]

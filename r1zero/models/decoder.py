@@ -126,10 +126,12 @@ class Attention(nnx.Module):
             self.q_norm = _param(rngs, (Dh,), ("head_dim",), dt, _norm_init(c))
             self.k_norm = _param(rngs, (Dh,), ("head_dim",), dt, _norm_init(c))
 
-    def __call__(self, x_BxTxD, sin, cos, mask_BxTxS, kv, end, prefill=False):
+    def __call__(self, x_BxTxD, sin, cos, mask_BxTxS, kv, end, prefill=False, prefix_kv=None):
         """Self-attention; with `kv` (this layer's cached (k, v)), writes the new keys and values at
         slot `end` and attends over all S slots (over the T new tokens only when `prefill`ing an
-        empty cache), else over the T new tokens."""
+        empty cache) and returns the updated cache; else attends over the T new tokens, after the
+        keys and values `prefix_kv` ([B, K, Dh, Sp], [B, K, Sp, Dh]: slots before the first token)
+        when given, and returns its own (k [B, K, Dh, T], v [B, K, T, Dh])."""
         c, cdt = self.config, x_BxTxD.dtype
         q_BxTxHxDh = jnp.einsum("btd,dhk->bthk", x_BxTxD, self.q[...].astype(cdt))
         k_BxTxKxDh = jnp.einsum("btd,dhk->bthk", x_BxTxD, self.k[...].astype(cdt))
@@ -145,7 +147,12 @@ class Attention(nnx.Module):
         k_BxKxDhxT = apply_rope(k_BxTxKxDh, sin, cos).transpose(0, 2, 3, 1)
         v_BxKxTxDh = v_BxTxKxDh.transpose(0, 2, 1, 3)
         keys_BxKxDhxS, values_BxKxSxDh = k_BxKxDhxT, v_BxKxTxDh
-        if kv is not None:
+        if prefix_kv is not None:
+            keys_BxKxDhxS = jnp.concatenate([prefix_kv[0].astype(cdt), k_BxKxDhxT], axis=3)
+            values_BxKxSxDh = jnp.concatenate([prefix_kv[1].astype(cdt), v_BxKxTxDh], axis=2)
+        if kv is None:
+            kv = (k_BxKxDhxT, v_BxKxTxDh)
+        else:
             k_BxKxDhxS, v_BxKxSxDh = kv
             write = lambda cache, new, at: jax.lax.dynamic_update_slice(cache, new.astype(cache.dtype), at)
             k_BxKxDhxS = write(k_BxKxDhxS, k_BxKxDhxT, (0, 0, 0, end))
@@ -221,13 +228,14 @@ class Block(nnx.Module):
             self.attn_post_norm = _param(rngs, (D,), ("norm",), dt, init)
             self.mlp_post_norm = _param(rngs, (D,), ("norm",), dt, init)
 
-    def __call__(self, x_BxTxD, sin, cos, mask_BxTxS, kv, end, prefill=False):
+    def __call__(self, x_BxTxD, sin, cos, mask_BxTxS, kv, end, prefill=False, prefix_kv=None):
         norm = lambda x, scale: rms_norm(x, scale[...], self.eps, self.plus_one)
-        h_BxTxD, kv = self.attn(norm(x_BxTxD, self.attn_norm), sin, cos, mask_BxTxS, kv, end, prefill)
+        training = kv is None
+        h_BxTxD, kv = self.attn(norm(x_BxTxD, self.attn_norm), sin, cos, mask_BxTxS, kv, end, prefill, prefix_kv)
         if self.sandwich:
             h_BxTxD = norm(h_BxTxD, self.attn_post_norm)
         x_BxTxD = x_BxTxD + h_BxTxD
-        h_BxTxD = self.mlp(norm(x_BxTxD, self.mlp_norm), feature_major=kv is None)
+        h_BxTxD = self.mlp(norm(x_BxTxD, self.mlp_norm), feature_major=training)
         if self.sandwich:
             h_BxTxD = norm(h_BxTxD, self.mlp_post_norm)
         return x_BxTxD + h_BxTxD, kv
@@ -258,65 +266,127 @@ class Decoder(nnx.Module):
         return self.logits(h_BxTxD), cache
 
     def hidden_states(self, tokens_BxT, positions_BxT, mask_BxT, cache: KVCache | None = None,
-                      blocks: list["Block"] | None = None, prefill: bool = False):
+                      blocks: list["Block"] | None = None, prefill: bool = False,
+                      prefix: "SharedPrefix | None" = None):
         """Final-norm hidden states [B, T, D] for T new tokens, and the updated cache.
 
         tokens_BxT: int32 ids; positions_BxT: rotary positions; mask_BxT: True for real tokens.
-        Without a cache, token t attends to tokens <= t that are real. With a cache, the T tokens are
-        written at slots [end, end + T) and attend to every earlier real slot and to themselves;
-        `prefill` says the cache is empty (end = 0), so attention covers the T tokens, not all S
-        slots; `blocks` (from `self.blocks()`) saves slicing the stacked layers again.
+        Without a cache, token t attends to tokens <= t that are real, and first to the real tokens
+        of its row's `prefix` when one is given (training on rows that share a prompt: each prompt's
+        keys and values are computed once, `prefix_kv`, and read by every row that continues it).
+        With a cache, the T tokens are written at slots [end, end + T) and attend to every earlier
+        real slot and to themselves; `prefill` says the cache is empty (end = 0), so attention covers the T tokens,
+        not all S slots; `blocks` (from `self.blocks()`) saves slicing the stacked layers again.
         """
         c = self.config
-        cdt = jnp.dtype(c.compute_dtype)
         T = tokens_BxT.shape[1]
-        x_BxTxD = jnp.take(self.embed[...], tokens_BxT, axis=0)
-        if c.embed_scale:  # in the embedding's dtype, as transformers
-            x_BxTxD = x_BxTxD * jnp.asarray(math.sqrt(c.hidden_size), x_BxTxD.dtype)
-        x_BxTxD = x_BxTxD.astype(cdt)
+        x_BxTxD = self._embed(tokens_BxT)
         mask_BxT = mask_BxT.astype(bool)
+        if prefix is not None:
+            if cache is not None:
+                raise ValueError("a shared prefix is for training (no cache)")
+            return self._hidden_with_prefix(x_BxTxD, positions_BxT, mask_BxT, prefix), None
         if cache is None or prefill:
             end, valid_BxS = 0, mask_BxT
         else:
             end = cache.end
             valid_BxS = jax.lax.dynamic_update_slice(cache.valid, mask_BxT, (0, end))
-        query_slot_T = end + jnp.arange(T)
-        slot_S = jnp.arange(valid_BxS.shape[1])
-        causal_TxS = slot_S[None, :] <= query_slot_T[:, None]
-        attn_mask_BxTxS = causal_TxS[None] & valid_BxS[:, None, :]
-        rope = _rope(positions_BxT, rope_inv_freq(c))
+        full, local = self._attention_inputs(positions_BxT, end, valid_BxS)
         sliding_L = c.sliding_layers
-        if any(sliding_L):  # a row's tokens fill consecutive slots: slot distance = position distance
-            window_TxS = query_slot_T[:, None] - slot_S[None, :] < c.sliding_window
-            local = (_rope(positions_BxT, rope_inv_freq(c, local=True)), attn_mask_BxTxS & window_TxS[None])
-        pick = lambda sliding, full, loc: jax.tree.map(lambda a, b: jnp.where(sliding, b, a), full, loc)
 
         if cache is None:  # training and scoring: every token at once, no cache
-            graphdef, layer_state = nnx.split(self.layers)
+            def layer(block, x, sliding, _):
+                (sin, cos), mask = _pick(sliding, full, local)
+                return block(x, sin, cos, mask, None, end)[0], None
 
-            def body(x, xs):
-                state, sliding = xs
-                (sin, cos), mask = (rope, attn_mask_BxTxS) if sliding is None else \
-                    pick(sliding, (rope, attn_mask_BxTxS), local)
-                return nnx.merge(graphdef, state)(x, sin, cos, mask, None, end)[0], None
-
-            if c.remat:
-                body = jax.checkpoint(body)
-            sliding = jnp.asarray(sliding_L) if any(sliding_L) else None
-            if c.scan_layers:  # compile time independent of depth
-                x_BxTxD, _ = jax.lax.scan(body, x_BxTxD, (layer_state, sliding))
-            else:  # unrolled: XLA schedules across layers (faster steps, compile time grows with depth)
-                for i in range(c.num_layers):
-                    x_BxTxD, _ = body(x_BxTxD, jax.tree.map(lambda a: a[i], (layer_state, sliding)))
+            x_BxTxD = self._scan_layers(layer, x_BxTxD)[0]
         else:  # decoding: the same blocks unrolled, one cache buffer each (see KVCache)
             k, v = list(cache.k), list(cache.v)
-            for layer, block in enumerate(blocks or self.blocks()):
-                (sin, cos), mask = local if sliding_L[layer] else (rope, attn_mask_BxTxS)
-                x_BxTxD, (k[layer], v[layer]) = block(x_BxTxD, sin, cos, mask, (k[layer], v[layer]), end, prefill)
+            for i, block in enumerate(blocks or self.blocks()):
+                (sin, cos), mask = local if sliding_L[i] else full
+                x_BxTxD, (k[i], v[i]) = block(x_BxTxD, sin, cos, mask, (k[i], v[i]), end, prefill)
             if prefill:
                 valid_BxS = jax.lax.dynamic_update_slice(cache.valid, mask_BxT, (0, 0))
             cache = KVCache(k=tuple(k), v=tuple(v), valid=valid_BxS, end=cache.end + T)
-        return rms_norm(x_BxTxD, self.final_norm[...], c.rms_norm_eps, c.norm_plus_one), cache
+        return self._final_norm(x_BxTxD), cache
+
+    def prefix_kv(self, tokens_UxS, mask_UxS) -> tuple[jax.Array, jax.Array]:
+        """Keys [L, U, K, Dh, S] and values [L, U, K, S, Dh] of every layer for U prefixes (left
+        padding allowed): what rows that continue them attend to (`SharedPrefix`)."""
+        mask_UxS = mask_UxS.astype(bool)
+        full, local = self._attention_inputs(positions_from_mask(mask_UxS), 0, mask_UxS)
+
+        def layer(block, x, sliding, _):
+            (sin, cos), mask = _pick(sliding, full, local)
+            return block(x, sin, cos, mask, None, 0)  # (x, this layer's (k, v))
+
+        return self._scan_layers(layer, self._embed(tokens_UxS))[1]
+
+    def _hidden_with_prefix(self, x_BxTxD, positions_BxT, mask_BxT, prefix: "SharedPrefix"):
+        """Rows that continue shared prefixes: in every layer, row b's tokens attend to the keys and
+        values of prefix `of_row[b]` (taken per row: the gradient sums over the rows that share it)
+        and then to their own. The numbers of the rows with their prefixes written out (up to float
+        rounding), without running a prefix once per row."""
+        S = prefix.mask.shape[1]
+        # A row's own tokens sit at slots [S, S + T), after its prefix's S slots.
+        valid_BxS = jnp.concatenate([jnp.take(prefix.mask.astype(bool), prefix.of_row, axis=0), mask_BxT], axis=1)
+        full, local = self._attention_inputs(positions_BxT, S, valid_BxS)
+
+        def layer(block, x, sliding, kv):
+            (sin, cos), mask = _pick(sliding, full, local)
+            per_row = tuple(jnp.take(a, prefix.of_row, axis=0) for a in kv)
+            return block(x, sin, cos, mask, None, 0, prefix_kv=per_row)[0], None
+
+        return self._final_norm(self._scan_layers(layer, x_BxTxD, (prefix.k, prefix.v))[0])
+
+    def _embed(self, tokens_BxT):
+        c = self.config
+        x_BxTxD = jnp.take(self.embed[...], tokens_BxT, axis=0)
+        if c.embed_scale:  # in the embedding's dtype, as transformers
+            x_BxTxD = x_BxTxD * jnp.asarray(math.sqrt(c.hidden_size), x_BxTxD.dtype)
+        return x_BxTxD.astype(jnp.dtype(c.compute_dtype))
+
+    def _final_norm(self, x_BxTxD):
+        return rms_norm(x_BxTxD, self.final_norm[...], self.config.rms_norm_eps, self.config.norm_plus_one)
+
+    def _attention_inputs(self, positions_BxT, end, valid_BxS):
+        """((sin, cos), mask_BxTxS) of T queries at slots [end, end + T) over the S slots `valid_BxS`
+        for full-attention layers, and the same for sliding-window layers (None without any)."""
+        c = self.config
+        T = positions_BxT.shape[1]
+        query_slot_T = end + jnp.arange(T)
+        slot_S = jnp.arange(valid_BxS.shape[1])
+        causal_TxS = slot_S[None, :] <= query_slot_T[:, None]
+        mask_BxTxS = causal_TxS[None] & valid_BxS[:, None, :]
+        full = (_rope(positions_BxT, rope_inv_freq(c)), mask_BxTxS)
+        if not any(c.sliding_layers):
+            return full, None
+        # a row's tokens fill consecutive slots: slot distance = position distance
+        window_TxS = query_slot_T[:, None] - slot_S[None, :] < c.sliding_window
+        return full, (_rope(positions_BxT, rope_inv_freq(c, local=True)), mask_BxTxS & window_TxS[None])
+
+    def _scan_layers(self, layer, x, xs=None):
+        """(x after every layer, the layers' outputs stacked) for `layer(block, x, sliding, xs_l) ->
+        (x, out)` (sliding: None without sliding-window layers, else a traced bool; xs_l: layer l's
+        slice of `xs`), under `scan` (compile time independent of depth) or unrolled (XLA schedules
+        across layers: faster steps, compile time grows with depth); remat when configured."""
+        c = self.config
+        graphdef, layer_state = nnx.split(self.layers)
+
+        def body(x, inputs):
+            state, sliding, xs_l = inputs
+            return layer(nnx.merge(graphdef, state), x, sliding, xs_l)
+
+        if c.remat:
+            body = jax.checkpoint(body)
+        sliding = jnp.asarray(c.sliding_layers) if any(c.sliding_layers) else None
+        if c.scan_layers:
+            return jax.lax.scan(body, x, (layer_state, sliding, xs))
+        outs = []
+        for i in range(c.num_layers):
+            x, out = body(x, jax.tree.map(lambda a: a[i], (layer_state, sliding, xs)))
+            outs.append(out)
+        return x, jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
     def blocks(self) -> list[Block]:
         """The stacked layers as L separate blocks (slices of the stacked parameters). Inside a jitted
@@ -331,6 +401,35 @@ class Decoder(nnx.Module):
         z = jnp.einsum("...d,dv->...v", h_xD, w_DxV.astype(h_xD.dtype), preferred_element_type=jnp.float32)
         cap = self.config.final_softcap
         return z if cap is None else jnp.tanh(z / cap) * cap
+
+
+def _pick(sliding, full, local):
+    """`full` without sliding-window layers (sliding None), else `local` where the traced `sliding`."""
+    if sliding is None:
+        return full
+    return jax.tree.map(lambda a, b: jnp.where(sliding, b, a), full, local)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class SharedPrefix:
+    """The first columns of rows that share them (a GRPO group's prompt), computed once.
+
+    k [L, U, K, Dh, S], v [L, U, K, S, Dh]: every layer's keys and values of U prefixes
+    (`Decoder.prefix_kv`); mask_UxS: their real tokens (left padding allowed); of_row_B: the prefix
+    each of the B rows continues. Row b stands for prefix[of_row[b]] followed by the row's own
+    tokens, at the positions that follow the prefix's (`continued_positions`)."""
+
+    k: jax.Array
+    v: jax.Array
+    mask: jax.Array
+    of_row: jax.Array
+
+    def continued_positions(self, mask_BxT: jax.Array) -> jax.Array:
+        """Rotary positions of the rows' own tokens: those of the whole row (`positions_from_mask`
+        of prefix + own columns), without writing the prefix out."""
+        before_B = jnp.take(self.mask.astype(jnp.int32).sum(1), self.of_row)
+        return jnp.maximum(before_B[:, None] + jnp.cumsum(mask_BxT.astype(jnp.int32), axis=1) - 1, 0)
 
 
 def _rope(positions_BxT: jax.Array, inv_freq_Half: np.ndarray) -> tuple[jax.Array, jax.Array]:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from r1zero.errors import UserError
-from r1zero.models.decoder import Decoder, positions_from_mask
+from r1zero.models.decoder import Decoder, SharedPrefix, positions_from_mask
 from r1zero.sharding import constrain_rows
 
 
@@ -31,6 +31,7 @@ def per_token_logprobs(
     chunk_tokens: int = 4096,
     positions_BxT: jax.Array | None = None,
     start: int = 0,
+    prefix: SharedPrefix | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """(logp_BxW, entropy_BxW), float32, for the W = T - start columns from `start` on.
 
@@ -40,6 +41,9 @@ def per_token_logprobs(
     columns before it get no logits at all (the trainer passes the prompt length: only completion
     tokens are trained on).
     chunk_tokens: about how many (row, position) pairs get logits at once (memory B*chunk*V*4 bytes).
+    prefix: the rows continue these shared prefixes (`SharedPrefix`: each runs once, see
+    `Decoder.hidden_states`); the columns are the rows' own, after the prefix. Column 0 then has
+    the prefix before it but gets no log-prob either: start at 1 or later.
     """
     if not temperature > 0:
         raise UserError(f"temperature must be > 0 for log-probabilities, got {temperature}")
@@ -48,8 +52,8 @@ def per_token_logprobs(
         raise ValueError(f"start {start} outside the {T} columns")
     mask_BxT = mask_BxT.astype(bool)
     if positions_BxT is None:
-        positions_BxT = positions_from_mask(mask_BxT)
-    h_BxTxD, _ = model.hidden_states(tokens_BxT, positions_BxT, mask_BxT)
+        positions_BxT = positions_from_mask(mask_BxT) if prefix is None else prefix.continued_positions(mask_BxT)
+    h_BxTxD, _ = model.hidden_states(tokens_BxT, positions_BxT, mask_BxT, prefix=prefix)
     first = max(start, 1)  # column 0 has nothing before it
     logp_BxW1, ent_BxW1 = logprobs_from_hidden(
         model, h_BxTxD[:, first - 1 : -1], tokens_BxT[:, first:], temperature, chunk_tokens

@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from r1zero.config import MeshConfig, ModelConfig
-from r1zero.models import KVCache, create_model, per_token_logprobs, positions_from_mask
+from r1zero.models import KVCache, SharedPrefix, create_model, per_token_logprobs, positions_from_mask
 from r1zero.sharding import make_mesh
 
 CONFIG = ModelConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
@@ -202,3 +202,56 @@ def test_bfloat16_params_and_compute(model):
     assert logits.dtype == jnp.float32
     f32 = full_logits(model, tokens, mask)
     assert np.abs(np.asarray(logits) - f32).max() < 0.05 * np.abs(f32).max()
+
+
+GEMMA_LIKE = dict(num_layers=3, sliding_window=5, layer_types=("sliding", "full", "sliding"), qk_norm=True,
+                  norm_plus_one=True, sandwich_norms=True, embed_scale=True, attn_softcap=20.0, final_softcap=15.0,
+                  query_pre_attn_scalar=8)
+
+
+@pytest.mark.parametrize("extra", [dict(scan_layers=True), {}, dict(remat=True), GEMMA_LIKE],
+                         ids=["scanned", "unrolled", "remat", "gemma-like"])
+def test_rows_on_a_shared_prefix_equal_the_rows_written_out(extra):
+    """Rows that continue shared prefixes (each prefix run once, its keys and values read per row)
+    give the log-probs, entropies and gradients of the same rows with their prefix columns written out:
+    left-padded prefixes of different lengths, rows in any order, a prefix no row uses, padded
+    row ends, and an empty prefix row whose own first token has nothing before it."""
+    config = dataclasses.replace(CONFIG, **extra)
+    model = create_model(config, make_mesh(MeshConfig()), seed=0)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    U, S, B, T = 4, 7, 6, 9
+    prefix_tokens = jax.random.randint(jax.random.key(7), (U, S), 0, config.vocab_size)
+    prefix_mask = jnp.ones((U, S), bool).at[1, :3].set(False).at[2, :6].set(False).at[3].set(False)
+    of_row = jnp.array([2, 0, 1, 0, 3, 2])  # prefix 3 is all padding; rows 1 and 3 share prefix 0
+    own = jax.random.randint(jax.random.key(8), (B, T), 0, config.vocab_size)
+    own_mask = jnp.ones((B, T), bool).at[0, 5:].set(False).at[3, 2:].set(False)
+    table_tokens = jnp.concatenate([prefix_tokens, prefix_tokens[1:2]])  # a fifth prefix no row continues
+    table_mask = jnp.concatenate([prefix_mask, prefix_mask[1:2]])
+    whole_tokens = jnp.concatenate([prefix_tokens[of_row], own], axis=1)
+    whole_mask = jnp.concatenate([prefix_mask[of_row], own_mask], axis=1)
+    weights = jax.random.normal(jax.random.key(9), (B, T - 1))
+
+    def shared(p):  # the gradient flows through the rows and through the prefixes' keys and values
+        m = nnx.merge(graphdef, p, rest)
+        prefix = SharedPrefix(*m.prefix_kv(table_tokens, table_mask), table_mask, of_row)
+        logp, ent = per_token_logprobs(m, own, own_mask, 0.9, chunk_tokens=16, start=1, prefix=prefix)
+        return (logp * weights).sum() + ent.sum(), (logp, ent)
+
+    def whole(p):
+        logp, ent = per_token_logprobs(nnx.merge(graphdef, p, rest), whole_tokens, whole_mask, 0.9,
+                                       chunk_tokens=16, start=S + 1)
+        return (logp * weights).sum() + ent.sum(), (logp, ent)
+
+    (loss_s, (logp_s, ent_s)), grads_s = jax.jit(jax.value_and_grad(shared, has_aux=True))(params)
+    (loss_w, (logp_w, ent_w)), grads_w = jax.jit(jax.value_and_grad(whole, has_aux=True))(params)
+    assert np.asarray(logp_w)[~np.asarray(own_mask[:, 1:])].max() == 0 and np.abs(np.asarray(logp_w)).min() == 0
+    np.testing.assert_allclose(np.asarray(logp_s), np.asarray(logp_w), atol=2e-5)
+    np.testing.assert_allclose(np.asarray(ent_s), np.asarray(ent_w), atol=2e-5)
+    assert float(loss_s) == pytest.approx(float(loss_w), rel=1e-5)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(grads_s), jax.tree.leaves(grads_w)):
+        scale = max(float(np.abs(np.asarray(b)).max()), 1e-3)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5 * scale, err_msg=jax.tree_util.keystr(path))
+    # The prefixes matter (the test can tell): a row whose prefix is swapped gets other log-probs.
+    swapped = SharedPrefix(*model.prefix_kv(table_tokens, table_mask), table_mask, of_row.at[1].set(1))
+    logp_x, _ = per_token_logprobs(model, own, own_mask, 0.9, start=1, prefix=swapped)
+    assert np.abs(np.asarray(logp_x)[1] - np.asarray(logp_s)[1]).max() > 1e-3
