@@ -169,8 +169,9 @@ def _shared_prompt_step(model_cfg, mesh) -> dict:
     from r1zero.train import init_training
     from tests.test_rollout import config_with, group_prompts, rollout_arrays
 
-    arrays = group_prompts(rollout_arrays(4, ref=False))
-    arrays["mask"][::8, :2] = False  # a left-padded prompt every other group
+    arrays = rollout_arrays(4, ref=False)
+    arrays["mask"][::8, :2] = False  # a left-padded prompt every other group (rows 0, 8, ... start groups)
+    arrays = group_prompts(arrays)
     arrays["tokens"] = np.where(arrays["mask"], arrays["tokens"] % model_cfg.vocab_size, 0)
     out, params_of = {}, {}
     for share in (False, True):
