@@ -132,10 +132,10 @@ def minibatches(arrays: dict[str, np.ndarray], config: TrainConfig, rollout: int
     whole groups, each minibatch a list of K micro-batches of R rows. The order depends only on
     (seed, rollout), so a run resumed in the middle of a rollout continues with the same minibatches.
 
-    With K > 1 the minibatch's rows are sorted by the length of their loss span rounded up to a power
-    of two (then by group) before they are cut into micro-batches, and each micro-batch keeps only
-    the columns up to its own longest span, rounded the same way: the update pays for the lengths
-    completions have, not K times the longest one's. The loss is the same (a sum over rows, divided
+    With K > 1 the minibatch's rows are sorted by the length of their loss span (stable) before they
+    are cut into micro-batches, and each micro-batch keeps only the columns up to its own longest
+    span, rounded up to a power of two: the update pays for the lengths completions have, not K times
+    the longest one's. The loss is the same (a sum over rows, divided
     by the global count): only the order of the sum changes (and the logits' chunking). Every host cuts to the same widths (its
     micro-batch k is a slice of the global one; `completion_width` gives every host the same W).
 
@@ -144,18 +144,17 @@ def minibatches(arrays: dict[str, np.ndarray], config: TrainConfig, rollout: int
     G, M, K = config.sampling.num_samples, config.num_minibatches, config.optim.micro_batches
     P, W = len(arrays["adv"]) // G, arrays["loss_mask"].shape[1]
     span_B = np.where(arrays["loss_mask"].any(1), W - np.argmax(arrays["loss_mask"][:, ::-1], 1), 0)
-    width = np.vectorize(lambda span: bucket(max(int(span), 1), 8, W))
-    width_B = width(span_B)
     steps = []  # per step, the rows of each micro-batch [K, R]
     for pass_ in range(config.mu):
         order = np.random.default_rng([config.seed, rollout, pass_]).permutation(P).reshape(M, P // M)
         for chosen in order:  # the groups of one minibatch
             idx = (chosen[:, None] * G + np.arange(G)).reshape(-1)
-            # By width, and within a width by group: the same widths as sorting by span, and fewer
-            # prompts per micro-batch to share.
-            steps.append(idx[None] if K == 1 else idx[np.lexsort((idx // G, width_B[idx]))].reshape(K, -1))
+            steps.append(idx[None] if K == 1 else idx[np.argsort(span_B[idx], kind="stable")].reshape(K, -1))
     steps = np.asarray(steps)  # [steps, K, R]
-    widths = np.full(steps.shape[:2], W) if K == 1 else _over_hosts(width_B[steps].max(-1), np.max)  # one exchange
+    if K == 1:
+        widths = np.full(steps.shape[:2], W)
+    else:  # one exchange for the whole rollout
+        widths = _over_hosts(np.vectorize(lambda span: bucket(max(int(span), 1), 8, W))(span_B[steps].max(-1)), np.max)
     mbs = [[_cut(arrays, r, int(w)) for r, w in zip(rows_KxR, w_K)] for rows_KxR, w_K in zip(steps, widths)]
     if config.optim.share_prompts and arrays["tokens"].shape[1] - W >= 2:  # (a one-token prompt: nothing to share)
         mbs = _share(arrays, steps, mbs, G)
@@ -182,8 +181,11 @@ def _share(arrays, steps_SxKxR, mbs, G: int) -> list[list[dict[str, np.ndarray]]
     Lp = arrays["tokens"].shape[1] - arrays["loss_mask"].shape[1]
     group_B = np.arange(len(arrays["adv"])) // G  # rows are group-major: group g starts at row g * G
     prompt_Bx2xL = np.stack([arrays["tokens"][:, :Lp - 1], arrays["mask"][:, :Lp - 1]], 1).astype(np.int32)
-    if bad := np.flatnonzero((prompt_Bx2xL != prompt_Bx2xL[group_B * G]).any((1, 2))).tolist():
-        raise ValueError(f"row {bad[0]} does not have its group's prompt (group {group_B[bad[0]]}): no prompt to share")
+    bad = np.flatnonzero((prompt_Bx2xL != prompt_Bx2xL[group_B * G]).any((1, 2)))
+    if _over_hosts(np.asarray(len(bad)), np.max):  # every host raises (none waits in the exchange below)
+        where = f"row {bad[0]} does not have its group's prompt (group {group_B[bad[0]]})" if len(bad) else \
+            "a row on another host does not have its group's prompt"
+        raise ValueError(f"{where}: no prompt to share")
     groups_SxQ = np.array([np.unique(group_B[rows]) for rows in steps_SxKxR.reshape(len(steps_SxKxR), -1)])
     everyone = _all_hosts(prompt_Bx2xL[groups_SxQ * G])  # [H, S, Q, 2, Lp - 1]
     H, Q, me = everyone.shape[0], groups_SxQ.shape[1], jax.process_index()

@@ -91,7 +91,7 @@ class Batch:
     """A rollout ready to train on."""
 
     arrays: dict[str, np.ndarray]  # tokens, mask [B, T]; loss_mask, old_logp (, ref_logp) [B, W] (the last W columns); adv [B]
-    minibatches: list[list[dict[str, np.ndarray]]]  # its steps in order (mu passes x M minibatches), K micro-batches of [R, ...]
+    minibatches: list[list[dict[str, np.ndarray]]]  # its steps in order (mu passes x M minibatches), K micro-batches of [R, ...] (with the step's prompt table under share_prompts: rollout._share)
     data_before: dict | None = None  # the prompt iterator's state before it (None: restored mid-way)
     metrics: dict = dataclasses.field(default_factory=dict)  # logged with its first step
     completions: list[dict] = dataclasses.field(default_factory=list)  # rows for completions.jsonl
@@ -123,10 +123,10 @@ def make_train_step(graphdef, rest, config: TrainConfig, tx, params, opt_sh, mes
     temperature = config.sampling.temperature or 1.0
     param_sh, replicated = jax.tree.map(lambda x: x.sharding, params), sharding.replicated(mesh)
 
-    def loss_fn(params, prompt_kv, mb):
+    def loss_fn(params, kv, mb):
         model = nnx.merge(graphdef, params, rest)
         start = mb["tokens"].shape[-1] - mb["loss_mask"].shape[-1]  # the loss covers the last W columns
-        prefix = None if prompt_kv is None else SharedPrefix(*prompt_kv, mb["prefix_mask"], mb["prefix_of_row"])
+        prefix = None if kv is None else SharedPrefix(*kv, mb["prefix_mask"], mb["prefix_of_row"])
         logp_RxW, entropy_RxW = per_token_logprobs(model, mb["tokens"], mb["mask"], temperature,
                                                    config.logprob_chunk_tokens, start=start, prefix=prefix)
         num, den, stats = grpo.policy_loss(
@@ -141,29 +141,38 @@ def make_train_step(graphdef, rest, config: TrainConfig, tx, params, opt_sh, mes
         stats["informative"] = jnp.any((mb["adv"] != 0) & m_RxW.any(-1))  # some row with tokens and an advantage
         return num, (den, stats)
 
+    # Shared prompts (`optim.share_prompts`): one program computes the step's prompts' keys and
+    # values (`prompts`); each micro-batch reads them and also sums the loss's gradient with respect
+    # to them (`dkv`, float32); `apply` carries that sum back through a recomputed prompt forward
+    # (jax.vjp). Exact: the chain rule, in two parts.
     def prompt_kv(params, tokens_UxS, mask_UxS):
-        """Every layer's keys and values of the step's prompts (`optim.share_prompts`), split over
-        the row devices where they divide."""
+        """Every layer's keys and values [L, U, ...] of the step's prompts, split over the row
+        devices where the U prompts divide."""
         model = nnx.merge(graphdef, params, rest)
-        return model.prefix_kv(constrain_rows(tokens_UxS, mesh), constrain_rows(mask_UxS, mesh))
+        kv = model.prefix_kv(constrain_rows(tokens_UxS, mesh), constrain_rows(mask_UxS, mesh))
+        return by_prompt(kv)
 
-    # Shared prompts: the micro-batches read the prompts' keys and values (computed once, `prompts`)
-    # and sum the loss's gradient with respect to them too (`dkv`); `apply` carries that gradient back
-    # through a recomputed prompt forward (jax.vjp). Exact: the same chain rule, in two parts.
-    prompts = jax.jit(lambda params, tokens, mask: (kv := prompt_kv(params, tokens, mask), jax.tree.map(jnp.zeros_like, kv)))
+    by_prompt = lambda kv: jax.tree.map(lambda a: constrain_rows(a, mesh, axis=1), kv)  # one layout for kv, dkv
+
+    @jax.jit
+    def prompts(params, tokens_UxS, mask_UxS):
+        kv = prompt_kv(params, tokens_UxS, mask_UxS)
+        return kv, jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.float32), kv)
 
     @functools.partial(jax.jit, out_shardings=(param_sh, None, replicated), donate_argnums=(1, 4))
     def accumulate(params, grads, mb, kv=None, dkv=None):
         (num, (den, stats)), (micro_grads, micro_dkv) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
             params, kv, mb)
-        add = lambda a, b: jax.tree.map(jnp.add, a, b)
-        return add(grads, micro_grads), None if kv is None else add(dkv, micro_dkv), (num, den, stats)
+        grads = jax.tree.map(jnp.add, grads, micro_grads)
+        if kv is not None:
+            dkv = by_prompt(jax.tree.map(lambda a, b: a + b.astype(jnp.float32), dkv, micro_dkv))
+        return grads, dkv, (num, den, stats)
 
     @functools.partial(jax.jit, out_shardings=(param_sh, opt_sh, replicated), donate_argnums=(0, 1))
     def apply(params, opt_state, grads, parts, table=None, dkv=None):
         if table is not None:
-            _, prompt_vjp = jax.vjp(lambda p: prompt_kv(p, *table), params)
-            grads = jax.tree.map(jnp.add, grads, prompt_vjp(dkv)[0])
+            kv, prompt_vjp = jax.vjp(lambda p: prompt_kv(p, *table), params)
+            grads = jax.tree.map(jnp.add, grads, prompt_vjp(jax.tree.map(lambda d, a: d.astype(a.dtype), dkv, kv))[0])
         num_K, den_K, stats = jax.tree.map(lambda *x: jnp.stack(x), *parts)
         num, den = num_K.sum(), den_K.sum()
         grads = jax.tree.map(lambda x: x / jnp.maximum(den, 1e-12), grads)
@@ -197,6 +206,7 @@ def make_train_step(graphdef, rest, config: TrainConfig, tx, params, opt_sh, mes
         for mb in micro_batches:
             grads, dkv, part = accumulate(params, grads, mb, kv, dkv)
             parts.append(part)
+        del kv  # apply recomputes it
         return apply(params, opt_state, grads, parts, table, dkv)
 
     step.accumulate = accumulate  # the micro-batch program, for memory analysis (bench.scale)

@@ -178,6 +178,7 @@ def _shared_prompt_step(model_cfg, mesh) -> dict:
         config = config_with(2, model=model_cfg, optim=OptimConfig(learning_rate=1e-2, eps=1.0, max_grad_norm=1e9,
                                                                     micro_batches=2, share_prompts=share))
         micro = minibatches(arrays, config, rollout=0)[0]
+        assert all(("prefix_tokens" in m) == share for m in micro)
         model = create_model(model_cfg, mesh, seed=1)
         _, params, _, opt_state, step = init_training(model, config, mesh)
         params, _, stats = step(params, opt_state, [micro_batch_to_global(m, mesh) for m in micro])

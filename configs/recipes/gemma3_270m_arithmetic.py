@@ -36,7 +36,7 @@ def get_config() -> TrainConfig:
         sampling=SamplingConfig(num_samples=8, max_prompt_len=16, max_new_tokens=8, temperature=1.0,
                                 stop_strings=("\n",)),
         grpo=GRPOConfig(advantage="grpo", aggregation="seq-mean-token-mean", beta=0.001, kl_estimator="k3"),
-        optim=OptimConfig(learning_rate=3e-6, schedule="constant", max_grad_norm=1.0),
+        optim=OptimConfig(learning_rate=3e-6, schedule="constant", max_grad_norm=1.0, share_prompts=True),
         task=TaskConfig(dataset="arithmetic", operation="mul", difficulty=1, template="plain",
                         rewards=("exact_match",), reward_weights=(1.0,), accuracy_reward="exact_match",
                         train_size=60, eval_size=40),

@@ -360,6 +360,18 @@ def best_seconds(fn, x, repeats: int = 5) -> float:
     return best
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (the side-by-side ratios depend on it: each library's
+    math kernels are tuned differently per CPU), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def peak_flops() -> tuple[float, str]:
     """(FLOP/s, what it is): a GPU's bf16 dense peak by name, or this CPU's measured float32 matmul."""
     import jax
@@ -486,7 +498,7 @@ def main(argv=None) -> None:
     peak, peak_what = peak_flops()
     import jax
 
-    machine = (f"{platform.node()} | {platform.processor() or platform.machine()} x{os.cpu_count()} | "
+    machine = (f"{platform.node()} | {cpu_model()} x{os.cpu_count()} | "
                f"{jax.devices()[0].device_kind} | {time.strftime('%Y-%m-%d')} | peak {peak / 1e9:.0f} GFLOP/s "
                f"({peak_what})")
     log = args.work / "workers.log"

@@ -126,11 +126,11 @@ class Attention(nnx.Module):
             self.q_norm = _param(rngs, (Dh,), ("head_dim",), dt, _norm_init(c))
             self.k_norm = _param(rngs, (Dh,), ("head_dim",), dt, _norm_init(c))
 
-    def __call__(self, x_BxTxD, sin, cos, mask_BxTxS, kv, end, prefill=False, prefix_kv=None):
+    def __call__(self, x_BxTxD, sin, cos, mask_BxTxS, kv, end, prefill=False, kv_before=None):
         """Self-attention; with `kv` (this layer's cached (k, v)), writes the new keys and values at
         slot `end` and attends over all S slots (over the T new tokens only when `prefill`ing an
         empty cache) and returns the updated cache; else attends over the T new tokens, after the
-        keys and values `prefix_kv` ([B, K, Dh, Sp], [B, K, Sp, Dh]: slots before the first token)
+        keys and values `kv_before` ([B, K, Dh, Sp], [B, K, Sp, Dh]: slots before the first token)
         when given, and returns its own (k [B, K, Dh, T], v [B, K, T, Dh])."""
         c, cdt = self.config, x_BxTxD.dtype
         q_BxTxHxDh = jnp.einsum("btd,dhk->bthk", x_BxTxD, self.q[...].astype(cdt))
@@ -147,9 +147,9 @@ class Attention(nnx.Module):
         k_BxKxDhxT = apply_rope(k_BxTxKxDh, sin, cos).transpose(0, 2, 3, 1)
         v_BxKxTxDh = v_BxTxKxDh.transpose(0, 2, 1, 3)
         keys_BxKxDhxS, values_BxKxSxDh = k_BxKxDhxT, v_BxKxTxDh
-        if prefix_kv is not None:
-            keys_BxKxDhxS = jnp.concatenate([prefix_kv[0].astype(cdt), k_BxKxDhxT], axis=3)
-            values_BxKxSxDh = jnp.concatenate([prefix_kv[1].astype(cdt), v_BxKxTxDh], axis=2)
+        if kv_before is not None:
+            keys_BxKxDhxS = jnp.concatenate([kv_before[0].astype(cdt), k_BxKxDhxT], axis=3)
+            values_BxKxSxDh = jnp.concatenate([kv_before[1].astype(cdt), v_BxKxTxDh], axis=2)
         if kv is None:
             kv = (k_BxKxDhxT, v_BxKxTxDh)
         else:
@@ -228,10 +228,10 @@ class Block(nnx.Module):
             self.attn_post_norm = _param(rngs, (D,), ("norm",), dt, init)
             self.mlp_post_norm = _param(rngs, (D,), ("norm",), dt, init)
 
-    def __call__(self, x_BxTxD, sin, cos, mask_BxTxS, kv, end, prefill=False, prefix_kv=None):
+    def __call__(self, x_BxTxD, sin, cos, mask_BxTxS, kv, end, prefill=False, kv_before=None):
         norm = lambda x, scale: rms_norm(x, scale[...], self.eps, self.plus_one)
         training = kv is None
-        h_BxTxD, kv = self.attn(norm(x_BxTxD, self.attn_norm), sin, cos, mask_BxTxS, kv, end, prefill, prefix_kv)
+        h_BxTxD, kv = self.attn(norm(x_BxTxD, self.attn_norm), sin, cos, mask_BxTxS, kv, end, prefill, kv_before)
         if self.sandwich:
             h_BxTxD = norm(h_BxTxD, self.attn_post_norm)
         x_BxTxD = x_BxTxD + h_BxTxD
@@ -273,7 +273,8 @@ class Decoder(nnx.Module):
         tokens_BxT: int32 ids; positions_BxT: rotary positions; mask_BxT: True for real tokens.
         Without a cache, token t attends to tokens <= t that are real, and first to the real tokens
         of its row's `prefix` when one is given (training on rows that share a prompt: each prompt's
-        keys and values are computed once, `prefix_kv`, and read by every row that continues it).
+        keys and values are computed once, `prefix_kv`, and read by every row that continues it;
+        positions_BxT then continue the prefix's: `prefix.continued_positions(mask_BxT)`).
         With a cache, the T tokens are written at slots [end, end + T) and attend to every earlier
         real slot and to themselves; `prefill` says the cache is empty (end = 0), so attention covers the T tokens,
         not all S slots; `blocks` (from `self.blocks()`) saves slicing the stacked layers again.
@@ -335,7 +336,7 @@ class Decoder(nnx.Module):
         def layer(block, x, sliding, kv):
             (sin, cos), mask = _pick(sliding, full, local)
             per_row = tuple(jnp.take(a, prefix.of_row, axis=0) for a in kv)
-            return block(x, sin, cos, mask, None, 0, prefix_kv=per_row)[0], None
+            return block(x, sin, cos, mask, None, 0, kv_before=per_row)[0], None
 
         return self._final_norm(self._scan_layers(layer, x_BxTxD, (prefix.k, prefix.v))[0])
 
@@ -416,8 +417,8 @@ class SharedPrefix:
     """The first columns of rows that share them (a GRPO group's prompt), computed once.
 
     k [L, U, K, Dh, S], v [L, U, K, S, Dh]: every layer's keys and values of U prefixes
-    (`Decoder.prefix_kv`); mask_UxS: their real tokens (left padding allowed); of_row_B: the prefix
-    each of the B rows continues. Row b stands for prefix[of_row[b]] followed by the row's own
+    (`Decoder.prefix_kv`); mask [U, S]: their real tokens (left padding allowed); of_row [B]: the
+    prefix each of the B rows continues. Row b stands for prefix[of_row[b]] followed by the row's own
     tokens, at the positions that follow the prefix's (`continued_positions`)."""
 
     k: jax.Array

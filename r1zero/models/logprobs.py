@@ -50,6 +50,8 @@ def per_token_logprobs(
     T = tokens_BxT.shape[1]
     if not 0 <= start < T:
         raise ValueError(f"start {start} outside the {T} columns")
+    if prefix is not None and start < 1:
+        raise ValueError("with a shared prefix, column 0 (after the prefix) gets no log-prob: start at 1 or later")
     mask_BxT = mask_BxT.astype(bool)
     if positions_BxT is None:
         positions_BxT = positions_from_mask(mask_BxT) if prefix is None else prefix.continued_positions(mask_BxT)
