@@ -91,11 +91,7 @@ def _fewest_on_any_host(n: int) -> int:
 
 def _over_hosts(x: np.ndarray, reduce) -> np.ndarray:
     """`reduce` (np.min, np.max) of `x` over all hosts, elementwise."""
-    if jax.process_count() == 1:
-        return x
-    from jax.experimental import multihost_utils
-
-    return reduce(np.asarray(multihost_utils.process_allgather(x)), axis=0)
+    return reduce(_all_hosts(x), axis=0)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -135,8 +131,8 @@ def minibatches(arrays: dict[str, np.ndarray], config: TrainConfig, rollout: int
     With K > 1 the minibatch's rows are sorted by the length of their loss span (stable) before they
     are cut into micro-batches, and each micro-batch keeps only the columns up to its own longest
     span, rounded up to a power of two: the update pays for the lengths completions have, not K times
-    the longest one's. The loss is the same (a sum over rows, divided
-    by the global count): only the order of the sum changes (and the logits' chunking). Every host cuts to the same widths (its
+    the longest one's. The loss is the same (a sum over rows, divided by the global count): only the
+    order of the sum changes (and the logits' chunking). Every host cuts to the same widths (its
     micro-batch k is a slice of the global one; `completion_width` gives every host the same W).
 
     With `optim.share_prompts` each step also carries its groups' prompts once (`_share`): the
