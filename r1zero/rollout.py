@@ -123,20 +123,31 @@ def completion_width(completion_mask_BxN: np.ndarray) -> int:
     return bucket(longest, 8, completion_mask_BxN.shape[1])
 
 
-def minibatches(arrays: dict[str, np.ndarray], config: TrainConfig, rollout: int) -> list[list[dict[str, np.ndarray]]]:
-    """Every step of a rollout in order: `mu` passes, each a fresh shuffle into M minibatches of
-    whole groups, each minibatch a list of K micro-batches of R rows. The order depends only on
-    (seed, rollout), so a run resumed in the middle of a rollout continues with the same minibatches.
+def minibatches(arrays: dict[str, np.ndarray], config: TrainConfig, rollout: int,
+                layout: tuple[np.ndarray, np.ndarray] | None = None) -> list[list[dict[str, np.ndarray]]]:
+    """Every step of a rollout in order (`step_rows`: which rows, cut to which widths), each a list
+    of K micro-batches of R rows. With `optim.share_prompts` each step also carries its groups'
+    prompts once (`_share`): the update runs each prompt once instead of once per row.
+    layout: `step_rows(arrays, config, rollout)`, when the caller has it already."""
+    steps_SxKxR, widths_SxK = layout if layout is not None else step_rows(arrays, config, rollout)
+    mbs = [[_cut(arrays, r, int(w)) for r, w in zip(rows_KxR, w_K)] for rows_KxR, w_K in zip(steps_SxKxR, widths_SxK)]
+    if config.optim.share_prompts and arrays["tokens"].shape[1] - arrays["loss_mask"].shape[1] >= 2:
+        mbs = _share(arrays, steps_SxKxR, mbs, config.sampling.num_samples)  # (a one-token prompt: nothing to share)
+    return mbs
+
+
+def step_rows(arrays: dict[str, np.ndarray], config: TrainConfig, rollout: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows_SxKxR, widths_SxK): the rows of each micro-batch of each of the rollout's steps (`mu`
+    passes, each a fresh shuffle into M minibatches of whole groups: the first M steps hold every
+    row once) and the loss columns each keeps. The order depends only on (seed, rollout), so a run
+    resumed in the middle of a rollout continues with the same minibatches.
 
     With K > 1 the minibatch's rows are sorted by the length of their loss span (stable) before they
     are cut into micro-batches, and each micro-batch keeps only the columns up to its own longest
     span, rounded up to a power of two: the update pays for the lengths completions have, not K times
     the longest one's. The loss is the same (a sum over rows, divided by the global count): only the
     order of the sum changes (and the logits' chunking). Every host cuts to the same widths (its
-    micro-batch k is a slice of the global one; `completion_width` gives every host the same W).
-
-    With `optim.share_prompts` each step also carries its groups' prompts once (`_share`): the
-    update runs each prompt once instead of once per row."""
+    micro-batch k is a slice of the global one; `completion_width` gives every host the same W)."""
     G, M, K = config.sampling.num_samples, config.num_minibatches, config.optim.micro_batches
     P, W = len(arrays["adv"]) // G, arrays["loss_mask"].shape[1]
     span_B = np.where(arrays["loss_mask"].any(1), W - np.argmax(arrays["loss_mask"][:, ::-1], 1), 0)
@@ -148,13 +159,10 @@ def minibatches(arrays: dict[str, np.ndarray], config: TrainConfig, rollout: int
             steps.append(idx[None] if K == 1 else idx[np.argsort(span_B[idx], kind="stable")].reshape(K, -1))
     steps = np.asarray(steps)  # [steps, K, R]
     if K == 1:
-        widths = np.full(steps.shape[:2], W)
-    else:  # one exchange for the whole rollout
-        widths = _over_hosts(np.vectorize(lambda span: bucket(max(int(span), 1), 8, W))(span_B[steps].max(-1)), np.max)
-    mbs = [[_cut(arrays, r, int(w)) for r, w in zip(rows_KxR, w_K)] for rows_KxR, w_K in zip(steps, widths)]
-    if config.optim.share_prompts and arrays["tokens"].shape[1] - W >= 2:  # (a one-token prompt: nothing to share)
-        mbs = _share(arrays, steps, mbs, G)
-    return mbs
+        return steps, np.full(steps.shape[:2], W)
+    # one exchange for the whole rollout
+    widths = _over_hosts(np.vectorize(lambda span: bucket(max(int(span), 1), 8, W))(span_B[steps].max(-1)), np.max)
+    return steps, widths
 
 
 def _cut(arrays: dict[str, np.ndarray], rows: np.ndarray, width: int) -> dict[str, np.ndarray]:

@@ -47,8 +47,8 @@ from r1zero.evaluate import evaluate, metric_names
 from r1zero.metrics import MetricWriter
 from r1zero.models import Decoder, SharedPrefix, create_model, hf, hub, logprob_pass, per_token_logprobs
 from r1zero.optim import init_opt_state, make_optimizer
-from r1zero.rollout import collect_rollout, completion_rows, minibatches, rollout_metrics, train_arrays
-from r1zero.sharding import constrain_rows, micro_batch_to_global, rows_to_global, rows_to_local
+from r1zero.rollout import collect_rollout, completion_rows, minibatches, rollout_metrics, step_rows, train_arrays
+from r1zero.sharding import constrain_rows, micro_batch_to_global, rows_to_local
 from r1zero.tokenizer import SPECIAL_TOKENS, Tokenizer, write_char_tokenizer
 
 # Offsets of the named random streams. Rollout r takes 2 + r (every offset from 2 up), so the one
@@ -213,6 +213,32 @@ def make_train_step(graphdef, rest, config: TrainConfig, tx, params, opt_sh, mes
     return step
 
 
+def pass_logprobs(fn, params, steps: list[list[dict[str, np.ndarray]]], rows_SxKxR: np.ndarray,
+                  shape: tuple[int, int], mesh) -> np.ndarray:
+    """[B, W] log-probs under `params` (`fn`: a `logprob_pass`) of a rollout's tokens in the loss's W
+    columns (this process's rows), computed on the update's micro-batches of one pass over the
+    rollout (`steps`, holding rows `rows_SxKxR`): each cut to its own width, so a row's columns past
+    its micro-batch's width are 0 (the loss never looks there), and with shared prompts each step's
+    prompt table runs once."""
+    out_BxW = np.zeros(shape, np.float32)
+    for micro_batches, rows_KxR in zip(steps, rows_SxKxR):
+        kv = None  # the keys and values of the step's prompt table, once per step
+        for mb, rows_R in zip(micro_batches, rows_KxR):
+            start = mb["tokens"].shape[1] - mb["loss_mask"].shape[1]
+            mb = micro_batch_to_global({k: v for k, v in mb.items() if k in _LOGPROB_INPUTS}, mesh)
+            prefix = None
+            if "prefix_tokens" in mb:
+                if kv is None:
+                    kv = fn.prefix_kv(params, mb["prefix_tokens"], mb["prefix_mask"])
+                prefix = SharedPrefix(*kv, mb["prefix_mask"], mb["prefix_of_row"])
+            logp_RxW = fn(params, mb["tokens"], mb["mask"], start=start, prefix=prefix)
+            out_BxW[rows_R, :logp_RxW.shape[1]] = rows_to_local(logp_RxW, mesh)
+    return out_BxW
+
+
+_LOGPROB_INPUTS = ("tokens", "mask", "prefix_tokens", "prefix_mask", "prefix_of_row")
+
+
 class Trainer:
     """The fixed parts of a run (config, mesh, tokenizer, prompts, the jitted step and log-prob pass,
     the checkpointer), its two halves, `rollout` and `update`, and the run's evaluation record."""
@@ -293,20 +319,23 @@ class Trainer:
         ro = collect_rollout(self.model(state.params), self.tok, self.prompts, key, self.config, state.step, self.mesh)
         check_could_not_score(ro.scored, self.config.task.max_could_not_score, state.rollout)
         arrays = train_arrays(ro, self.config)
-        if self.config.grpo.recompute_old_logprobs:
-            arrays["old_logp"] = self.logprobs(state.params, arrays)
-        if state.ref_params is not None:
-            arrays["ref_logp"] = self.logprobs(state.ref_params, arrays)
+        layout = step_rows(arrays, self.config, state.rollout)
+        passes = {"old_logp": state.params if self.config.grpo.recompute_old_logprobs else None,
+                  "ref_logp": state.ref_params}
+        if any(params is not None for params in passes.values()):
+            first = self.config.num_minibatches  # the first pass over the rollout: every row once
+            steps = minibatches(arrays, self.config, state.rollout, (layout[0][:first], layout[1][:first]))
+            for name, params in passes.items():
+                if params is not None:
+                    arrays[name] = self.logprobs(params, steps, layout[0][:first], arrays["loss_mask"].shape)
         metrics = {"rollout": state.rollout, **rollout_metrics(ro, self.config, time.perf_counter() - t0)}
-        return Batch(arrays, minibatches(arrays, self.config, state.rollout), data_before, metrics,
+        return Batch(arrays, minibatches(arrays, self.config, state.rollout, layout), data_before, metrics,
                      completion_rows(ro, self.config))
 
-    def logprobs(self, params, arrays: dict[str, np.ndarray]) -> np.ndarray:
-        """[B, W] log-probs under `params` of the rollout's tokens in the loss's W columns (this
-        process's rows)."""
-        start = arrays["tokens"].shape[1] - arrays["loss_mask"].shape[1]
-        tokens_BxT, mask_BxT = rows_to_global((arrays["tokens"], arrays["mask"]), self.mesh)
-        return rows_to_local(self._logprobs(params, tokens_BxT, mask_BxT, start=start), self.mesh)
+    def logprobs(self, params, steps: list[list[dict[str, np.ndarray]]], rows_SxKxR: np.ndarray,
+                 shape: tuple[int, int]) -> np.ndarray:
+        """`pass_logprobs` with this run's log-prob program and mesh (a method: the benchmark times it)."""
+        return pass_logprobs(self._logprobs, params, steps, rows_SxKxR, shape, self.mesh)
 
     def update(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Any]]:
         """One optimizer step on the rollout's next minibatch. The counters advance (the rollout

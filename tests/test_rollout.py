@@ -155,3 +155,45 @@ def test_shared_micro_batches_carry_each_groups_prompt_once(K):
     arrays["tokens"][5, 1] += 1  # a row whose prompt is not its group's
     with pytest.raises(ValueError, match="row 5 does not have its group's prompt"):
         minibatches(arrays, config, rollout=3)
+
+
+@pytest.mark.parametrize("K, share", [(1, False), (4, False), (4, True)])
+def test_log_prob_passes_on_the_update_layout_are_the_full_rows(K, share):
+    """The trainer's old and reference log-prob passes run on one pass of the update's micro-batches
+    (cut to their widths, prompts shared): the log-probs of a forward over the full rows, in every
+    column a micro-batch keeps, and 0 past it (left-padded prompts included)."""
+    import jax
+
+    from r1zero.config import MeshConfig
+    from r1zero.models import create_model, logprob_pass
+    from r1zero.rollout import step_rows
+    from r1zero.sharding import make_mesh, rows_to_global
+    from r1zero.train import pass_logprobs
+    from tests.test_train import TINY
+
+    arrays = rollout_arrays(4, ref=False)
+    arrays["mask"][8:12, :2] = False  # one group's prompt is left-padded
+    arrays["loss_mask"][1] = False  # truncated, masked: its tokens run the whole width, its span is 0
+    arrays["tokens"] = np.where(arrays["mask"], arrays["tokens"], 0)
+    arrays = group_prompts(arrays)
+    mesh = make_mesh(MeshConfig())
+    from flax import nnx
+
+    graphdef, params, rest = nnx.split(create_model(TINY, mesh, seed=0), nnx.Param, ...)
+    fn = logprob_pass(graphdef, rest, mesh, temperature=0.7, chunk_tokens=64)
+    full_BxW = np.asarray(jax.device_get(fn(params, *rows_to_global((arrays["tokens"], arrays["mask"]), mesh),
+                                            start=LP)))
+    config = config_with(K, optim=OptimConfig(micro_batches=K, share_prompts=share))
+    rows_SxKxR, widths_SxK = step_rows(arrays, config, rollout=1)
+    M = config.num_minibatches
+    steps = minibatches(arrays, config, 1, (rows_SxKxR[:M], widths_SxK[:M]))
+    assert all(("prefix_tokens" in mb) == share for mb in steps[0])
+    got_BxW = pass_logprobs(fn, params, steps, rows_SxKxR[:M], full_BxW.shape, mesh)
+    expected_BxW = full_BxW.copy()
+    for rows_KxR, w_K in zip(rows_SxKxR[:M], widths_SxK[:M]):
+        for rows_R, w in zip(rows_KxR, w_K):
+            expected_BxW[rows_R, w:] = 0.0
+    assert (K == 1) == (expected_BxW == full_BxW).all()  # with K = 4 some columns are cut
+    assert np.abs(full_BxW[arrays["loss_mask"]]).min() > 0  # every column the loss counts has a log-prob
+    assert not expected_BxW[arrays["loss_mask"]].size - np.count_nonzero(expected_BxW[arrays["loss_mask"]])
+    np.testing.assert_allclose(got_BxW, expected_BxW, atol=2e-5)

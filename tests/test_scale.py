@@ -292,13 +292,13 @@ def test_two_processes_with_jax_distributed_match_one_process():
 
 
 def _two_process_train(process_id: str, port: str, workdir: str, steps: str = "4", every: str = "2",
-                       minibatches: str = "1", share_prompts: str = "0") -> dict:
+                       minibatches: str = "1", share_prompts: str = "0", beta: str = "0") -> dict:
     from r1zero import distributed
 
     assert distributed.initialize(f"localhost:{port}", 2, int(process_id))
     import dataclasses
 
-    from r1zero.config import CheckpointConfig, MeshConfig, OptimConfig, SamplingConfig
+    from r1zero.config import CheckpointConfig, GRPOConfig, MeshConfig, OptimConfig, SamplingConfig
     from r1zero.train import train
     from tests.test_train import tiny_config
 
@@ -308,7 +308,7 @@ def _two_process_train(process_id: str, port: str, workdir: str, steps: str = "4
                          sampling=SamplingConfig(num_samples=4, max_new_tokens=24, max_prompt_len=16,
                                                  eos_ids=(3, 7, 11, 15, 19)),  # about 1 token in 8 ends a row
                          optim=OptimConfig(learning_rate=3e-3, micro_batches=2, share_prompts=share_prompts == "1"),
-                         num_minibatches=int(minibatches),
+                         num_minibatches=int(minibatches), grpo=GRPOConfig(beta=float(beta)),
                          checkpoint=CheckpointConfig(every=int(every)), eval_every=2)
     config = dataclasses.replace(config, task=dataclasses.replace(config.task, rewards=("random",)))
     return train(config, workdir, progress=False)
@@ -365,16 +365,16 @@ def test_two_process_run_resumed_mid_rollout_continues_it_exactly(tmp_path):
 def test_two_process_run_with_shared_prompts_takes_the_same_steps(tmp_path):
     """Each host's micro-batches carry its groups' prompts once; the hosts join their prompt tables
     into one (each row pointing into its own host's part): the same rollout gives the same steps
-    as rows written out in full."""
+    as rows written out in full, the reference log-prob pass (a KL term) included."""
     metrics = lambda d: {r["step"]: r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
                          if "loss" in r}
-    two_process_train(tmp_path / "plain", "2", "0", "2", "0")
-    two_process_train(tmp_path / "shared", "2", "0", "2", "1")
+    two_process_train(tmp_path / "plain", "2", "0", "2", "0", "0.1")
+    two_process_train(tmp_path / "shared", "2", "0", "2", "1", "0.1")
     plain, shared = metrics(tmp_path / "plain"), metrics(tmp_path / "shared")
     for step in (1, 2):  # one rollout, two minibatches
-        for key in ("loss", "grad_norm", "entropy", "logp_diff_mean"):
+        for key in ("loss", "grad_norm", "entropy", "logp_diff_mean", "kl"):
             assert shared[step][key] == pytest.approx(plain[step][key], rel=1e-5, abs=1e-7), (step, key)
-    assert plain[1]["loss"] != plain[2]["loss"]
+    assert plain[1]["loss"] != plain[2]["loss"] and plain[2]["kl"] > 1e-6  # step 2: the policy moved off the reference
 
 
 if __name__ == "__main__":

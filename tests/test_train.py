@@ -205,13 +205,17 @@ def test_every_option_runs_together(tmp_path):
         grpo=GRPOConfig(beta=0.01, ref_reset_every=3, dynamic_sampling=True, max_sampling_tries=2,
                         mask_truncated=True, overlong_cache=2, recompute_old_logprobs=True,
                         sequence_ratio=True, epsilon_low=3e-4, epsilon_high=4e-4, aggregation="token-mean"),
-        optim=OptimConfig(learning_rate=1e-3, micro_batches=2, schedule="cosine", warmup_steps=2),
+        optim=OptimConfig(learning_rate=1e-3, micro_batches=2, share_prompts=True, schedule="cosine", warmup_steps=2),
     )
     summary = train_mod.train(config, tmp_path, progress=False)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert summary["steps"] == 8 and summary["rollouts"] == 2
     assert all("kl" in r for r in rows if "loss" in r)
     assert all(r["sampling_tries"] >= 1 for r in rows if "sampling_tries" in r)
+    # A rollout's first step trains the parameters its old log-probs were recomputed under (on the
+    # update's cut, prompt-sharing micro-batches): the ratio is 1 up to rounding.
+    firsts = [r for r in rows if "loss" in r and r["step"] in (1, 5)]
+    assert len(firsts) == 2 and all(r["logp_diff_max"] < 1e-4 for r in firsts), firsts
 
 
 def test_nonfinite_steps_in_a_row_stop_the_run(tmp_path, monkeypatch):

@@ -7,7 +7,8 @@
 The work: a random Qwen2 (r1zero creates it and writes a HF directory: config.json, safetensors,
 a byte-level BPE tokenizer.json trained here on Python's standard library; every library loads that
 directory), P prompts of exactly 32 tokens x G samples, temperature 1 over the whole vocabulary,
-beta 0, one AdamW step per rollout, reward = characters of the completion / 64. `fixed` lengths:
+beta 0 (`--beta`: a k3 KL term to a frozen reference in all three, each then running a reference
+log-prob pass per rollout), one AdamW step per rollout, reward = characters of the completion / 64. `fixed` lengths:
 no EOS, every row runs the whole budget. `realistic` lengths: the model's EOS token is made likelier
 (its embedding row and a constant the last layer adds to every position point the same way; see
 `bias_eos`), calibrated so completions end at different lengths with a long tail: about 5% reach
@@ -16,7 +17,7 @@ the budget, as in R1-Zero rollouts where a few answers run to the cap.
 Each library runs its own training loop; only timers are added. A step is the time from the end of
 one update to the end of the next (the first `--warmup` steps, which compile, are left out); generation is the
 sampling call alone; log-probs are passes outside the update (old or reference log-probs: none at
-beta 0 and one update per rollout, for all three); the update is the rest of the optimizer step.
+beta 0 and one update per rollout, for all three; the reference's with `--beta`); the update is the rest of the optimizer step.
 Libraries run one at a time, interleaved round by round in a rotating order so that drift on a
 shared machine hits all alike. Medians (min-max) are over every timed step of every round.
 
@@ -75,10 +76,11 @@ class Point:
     G: int = 8
     max_new: int = 64
     lengths: str = "fixed"  # fixed | realistic
+    beta: float = 0.0  # a KL term to a frozen reference
 
     @property
     def name(self) -> str:
-        return f"{self.shape} {self.prompts}x{self.G} N={self.max_new} {self.lengths}"
+        return f"{self.shape} {self.prompts}x{self.G} N={self.max_new} {self.lengths}" + (f" beta={self.beta:g}" if self.beta else "")
 
 
 def sweep_points(sweep: str, base: Point) -> list[Point]:
@@ -298,7 +300,7 @@ def run_r1zero(spec: dict) -> dict:
             model_dir=spec["model_dir"],
             sampling=SamplingConfig(num_samples=spec["G"], max_new_tokens=spec["max_new"], temperature=1.0,
                                     max_prompt_len=PROMPT_LEN, eos_ids=(EOS_ID,) if spec["eos"] else ()),
-            grpo=GRPOConfig(beta=0.0), optim=OptimConfig(learning_rate=1e-6, micro_batches=spec.get("micro_batches", 1),
+            grpo=GRPOConfig(beta=spec.get("beta", 0.0)), optim=OptimConfig(learning_rate=1e-6, micro_batches=spec.get("micro_batches", 1),
                                                               share_prompts=spec.get("share_prompts", False)),
             task=TaskConfig(dataset="jsonl", path=str(data), template="plain", rewards=("charlen",),
                             reward_weights=(1.0,), accuracy_reward="charlen", eval_size=1),
@@ -469,6 +471,9 @@ def main(argv=None) -> None:
                         "micro-batches, each trimmed to its longest completion (must divide prompts x G)")
     p.add_argument("--share-prompts", action="store_true",
                    help="r1zero's optim.share_prompts: the update runs each group's prompt once, not once per row")
+    p.add_argument("--beta", type=float, default=0.0,
+                   help="a KL term to a frozen reference (k3) in every library: each then runs a reference "
+                        "log-prob pass per rollout")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "r1zero-grpo-bench")
     p.add_argument("--out", type=Path, default=None, help="JSONL of every run and the summary rows")
     args = p.parse_args(argv)
@@ -477,6 +482,8 @@ def main(argv=None) -> None:
         return
     if args.warmup < 1 or args.steps <= args.warmup or args.rounds < 1:
         raise SystemExit("--warmup must be at least 1, --steps more than --warmup, --rounds at least 1")
+    if not 0 <= args.beta < float("inf"):
+        raise SystemExit(f"--beta must be a finite number >= 0, got {args.beta}")
     if args.prompts < 1 or args.G < 2 or args.max_new < 1:
         raise SystemExit("--prompts must be at least 1, --G at least 2 (a group of one has no advantage), "
                          "--max-new at least 1")
@@ -489,7 +496,7 @@ def main(argv=None) -> None:
         if py and not Path(py).is_file():
             raise SystemExit(f"--{lib}-python {py}: no such file")
     libs = [lib for lib in LIBS if pythons[lib]]
-    base = Point(args.shape, args.prompts, args.G, args.max_new, args.lengths)
+    base = Point(args.shape, args.prompts, args.G, args.max_new, args.lengths, args.beta)
     points = sweep_points(args.sweep, base)
     args.work.mkdir(parents=True, exist_ok=True)
     tok_dir = args.work / "tokenizer"
@@ -509,7 +516,7 @@ def main(argv=None) -> None:
                 "prompt_texts": prompts[:point.prompts], "prompts": point.prompts, "G": point.G,
                 "max_new": point.max_new, "eos": point.lengths == "realistic", "steps": args.steps,
                 "warmup": args.warmup, "micro_batches": args.micro_batches,
-                "share_prompts": args.share_prompts}
+                "share_prompts": args.share_prompts, "beta": point.beta}
         print(f"{point.name}: {info}", flush=True)
         for r in range(args.rounds):
             order = libs[r % len(libs):] + libs[:r % len(libs)]

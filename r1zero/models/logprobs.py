@@ -100,15 +100,23 @@ def logprobs_from_hidden(
 
 def logprob_pass(graphdef: nnx.GraphDef, rest: Any, mesh, temperature: float = 1.0,
                  chunk_tokens: int = 4096) -> Callable:
-    """jit(params, tokens_BxT, mask_BxT, start=0) -> logp_BxW (the columns from `start` on) for a
-    model split into (graphdef, params, rest): the trainer's reference and recomputed old
+    """jit(params, tokens_BxT, mask_BxT, start=0, prefix=None) -> logp_BxW (the columns from `start`
+    on) for a model split into (graphdef, params, rest): the trainer's reference and recomputed old
     log-probs. Place the rows with `sharding.rows_to_global`; the log-probs come back split over
-    (data, fsdp) the same way."""
+    (data, fsdp) the same way. prefix: the rows continue these shared prefixes (a `SharedPrefix` of
+    the keys and values `fn.prefix_kv(params, tokens_UxS, mask_UxS)`, computed once for many calls)."""
 
     @functools.partial(jax.jit, static_argnames="start")
-    def fn(params, tokens_BxT, mask_BxT, start=0):
+    def fn(params, tokens_BxT, mask_BxT, start=0, prefix=None):
         model = nnx.merge(graphdef, params, rest)
-        logp_BxW, _ = per_token_logprobs(model, tokens_BxT, mask_BxT, temperature, chunk_tokens, start=start)
+        logp_BxW, _ = per_token_logprobs(model, tokens_BxT, mask_BxT, temperature, chunk_tokens, start=start,
+                                         prefix=prefix)
         return constrain_rows(logp_BxW, mesh)
 
+    @jax.jit
+    def prefix_kv(params, tokens_UxS, mask_UxS):
+        model = nnx.merge(graphdef, params, rest)
+        return model.prefix_kv(constrain_rows(tokens_UxS, mesh), constrain_rows(mask_UxS, mesh))
+
+    fn.prefix_kv = prefix_kv
     return fn

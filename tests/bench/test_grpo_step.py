@@ -87,11 +87,25 @@ def test_the_benchmark_runs_r1zero_and_prints_the_table(tmp_path, capsys):
     assert "| tiny 2x2 N=8 fixed | r1zero |" in capsys.readouterr().out
 
 
+def test_a_kl_term_adds_the_reference_pass(tmp_path):
+    """--beta: every library keeps a reference; r1zero's reference log-prob pass (on the update's
+    micro-batches, prompts shared) is timed apart from the update."""
+    out = tmp_path / "bench.jsonl"
+    gs.main(["--shape", "tiny", "--prompts", "2", "--G", "2", "--max-new", "8", "--steps", "3", "--rounds", "1",
+             "--micro-batches", "2", "--share-prompts", "--beta", "0.04", "--work", str(tmp_path / "work"),
+             "--out", str(out)])
+    (run,) = [json.loads(line) for line in out.read_text().splitlines() if '"run"' in line]
+    assert run["point"] == "tiny 2x2 N=8 fixed beta=0.04"
+    assert len(run["logprob_s"]) == 2 and all(t > 0 for t in run["logprob_s"])
+
+
 def test_bad_arguments_are_refused(tmp_path):
     with pytest.raises(SystemExit, match="--sweep"):
         gs.main(["--sweep", "everything", "--work", str(tmp_path)])
     with pytest.raises(SystemExit, match="no such file"):
         gs.main(["--trl-python", str(tmp_path / "missing"), "--work", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--beta must be a finite number >= 0"):
+        gs.main(["--beta", "-1", "--work", str(tmp_path)])
     with pytest.raises(SystemExit, match="--G at least 2"):
         gs.main(["--G", "1", "--work", str(tmp_path)])
     with pytest.raises(SystemExit, match="--warmup"):

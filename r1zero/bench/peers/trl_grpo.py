@@ -59,7 +59,7 @@ def main(spec_json: str) -> None:
         args = GRPOConfig(
             output_dir=tmp, per_device_train_batch_size=P * G, num_generations=G, max_completion_length=N,
             max_steps=spec["steps"], learning_rate=1e-6, logging_steps=1, report_to=[], save_strategy="no",
-            bf16=gpu, fp16=False, use_cpu=not gpu, temperature=1.0, top_p=1.0, top_k=0, beta=0.0,
+            bf16=gpu, fp16=False, use_cpu=not gpu, temperature=1.0, top_p=1.0, top_k=0, beta=spec.get("beta", 0.0),
             gradient_checkpointing=False, seed=0, loss_type="grpo", num_iterations=1,
             generation_kwargs=gen_kwargs, disable_tqdm=True, log_completions=False, dataloader_num_workers=0)
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=ds, processing_class=tok)

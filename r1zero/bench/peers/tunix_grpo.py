@@ -56,8 +56,10 @@ def main(spec_json: str) -> None:
         role_to_mesh={rl_cluster_lib.Role.ACTOR: mesh, rl_cluster_lib.Role.REFERENCE: mesh,
                       rl_cluster_lib.Role.ROLLOUT: mesh},
         rollout_engine="vanilla", offload_to_cpu=False, training_config=training_config, rollout_config=rollout_config)
-    cluster = rl_cluster_lib.RLCluster(actor=model, reference=None, tokenizer=tok, cluster_config=cluster_config)
-    algo = grpo_learner.GRPOConfig(num_generations=G, num_iterations=1, beta=0.0, epsilon=0.2,
+    beta = spec.get("beta", 0.0)
+    reference = qwen2_params.create_model_from_safe_tensors(spec["model_dir"], cfg, mesh, dtype=dtype) if beta else None
+    cluster = rl_cluster_lib.RLCluster(actor=model, reference=reference, tokenizer=tok, cluster_config=cluster_config)
+    algo = grpo_learner.GRPOConfig(num_generations=G, num_iterations=1, beta=beta, epsilon=0.2,
                                    loss_agg_mode="sequence-mean-token-mean")
 
     def reward(prompts, completions, **kw):
