@@ -220,7 +220,7 @@ def pass_logprobs(fn, params, steps: list[list[dict[str, np.ndarray]]], rows_SxK
     rollout (`steps`, holding rows `rows_SxKxR`): each cut to its own width, so a row's columns past
     its micro-batch's width are 0 (the loss never looks there), and with shared prompts each step's
     prompt table runs once."""
-    out_BxW = np.zeros(shape, np.float32)
+    done = []  # (rows_R, logp_RxW): every program dispatched before the first result is fetched
     for micro_batches, rows_KxR in zip(steps, rows_SxKxR):
         kv = None  # the keys and values of the step's prompt table, once per step
         for mb, rows_R in zip(micro_batches, rows_KxR):
@@ -231,8 +231,10 @@ def pass_logprobs(fn, params, steps: list[list[dict[str, np.ndarray]]], rows_SxK
                 if kv is None:
                     kv = fn.prefix_kv(params, mb["prefix_tokens"], mb["prefix_mask"])
                 prefix = SharedPrefix(*kv, mb["prefix_mask"], mb["prefix_of_row"])
-            logp_RxW = fn(params, mb["tokens"], mb["mask"], start=start, prefix=prefix)
-            out_BxW[rows_R, :logp_RxW.shape[1]] = rows_to_local(logp_RxW, mesh)
+            done.append((rows_R, fn(params, mb["tokens"], mb["mask"], start=start, prefix=prefix)))
+    out_BxW = np.zeros(shape, np.float32)
+    for rows_R, logp_RxW in done:
+        out_BxW[rows_R, :logp_RxW.shape[1]] = rows_to_local(logp_RxW, mesh)
     return out_BxW
 
 
