@@ -10,6 +10,7 @@ and a run resumed on a different number of processes continues from exactly the 
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Sequence
 
 from r1zero.errors import UserError
@@ -26,7 +27,10 @@ def decode(record: dict) -> Example:
 
 class PromptIterator:
     """Batches of `batch_size` examples for this process; `get_state`/`set_state` hold the global
-    position."""
+    position. The next batch is read in a background thread while the caller works (a batch is a
+    pure function of its position, so this changes no order; a bad record raises when its batch is
+    taken). That read is not always small: grain's shuffle walks a fixed-size permutation, about
+    16 ms per epoch whatever the dataset's size (~2 ms per example of a 9-row dataset)."""
 
     def __init__(self, source: Sequence, batch_size: int, seed: int, prepare: Callable[[Example], Example],
                  process_index: int | None = None, process_count: int | None = None):
@@ -41,11 +45,15 @@ class PromptIterator:
         self.batch_size, self.seed, self._source, self._prepare = batch_size, seed, source, prepare
         self.process_index, self.process_count = process_index, process_count
         self._stream = grain.MapDataset.source(source).shuffle(seed=seed).repeat().map(lambda r: prepare(decode(r)))
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="r1zero-prompts")
         self._start(0)
 
     def _start(self, position: int) -> None:
+        if getattr(self, "_next", None) is not None:
+            wait([self._next])  # one reader at a time; its batch is dropped (errors included)
         view = self._stream[position + self.process_index::self.process_count]
         self._batches, self._origin, self._taken = view.batch(self.batch_size, batch_fn=list), position, 0
+        self._next: Future | None = None  # the read of batch `_taken`, under way
 
     @property
     def position(self) -> int:
@@ -56,8 +64,9 @@ class PromptIterator:
         return self
 
     def __next__(self) -> list[Example]:
-        batch = self._batches[self._taken]
+        batch = self._batches[self._taken] if self._next is None else self._next.result()
         self._taken += 1
+        self._next = self._reader.submit(self._batches.__getitem__, self._taken)
         return batch
 
     def examples(self) -> list[Example]:

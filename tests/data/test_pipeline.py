@@ -68,6 +68,33 @@ def test_resume_mid_epoch_continues_with_exactly_the_next_examples(source):
         PromptIterator(source, 6, seed=5, prepare=lambda e: e, process_index=0, process_count=1).set_state(state)
 
 
+def test_the_next_batch_is_read_ahead_in_the_background_without_changing_anything(source):
+    import threading
+
+    import grain
+
+    threads, bad = [], {"id": None}
+
+    def prep(ex):
+        threads.append(threading.current_thread().name)
+        if ex["id"] == bad["id"]:
+            raise UserError(f"row {ex['id']}: bad record")
+        return ex
+
+    it = PromptIterator(source, 6, seed=7, prepare=prep, process_index=0, process_count=1)
+    shuffled = grain.MapDataset.source(source).shuffle(seed=7).repeat()  # grain read directly
+    reference = [[decode(shuffled[b * 6 + i])["id"] for i in range(6)] for b in range(30)]
+    assert take(it, 20) == reference[:20]  # across an epoch boundary (80 rows)
+    assert threads.count("MainThread") == 6 and len(threads) >= 20 * 6  # only the first batch in the caller's thread
+    it.set_state({"position": 3 * 6, "seed": 7})  # while batch 20 is being read ahead
+    assert take(it, 4) == reference[3:7]
+    bad["id"] = reference[8][2]  # batch 8 fails; batch 7, read while 8 is read ahead, does not
+    it.set_state({"position": 7 * 6, "seed": 7})
+    assert take(it, 1) == reference[7:8]
+    with pytest.raises(UserError, match=f"row {bad['id']}: bad record"):
+        next(it)
+
+
 def test_resume_on_a_different_number_of_hosts_continues_the_global_stream(source):
     two = [PromptIterator(source, 4, seed=5, prepare=lambda e: e, process_index=i, process_count=2) for i in range(2)]
     for h in two:
