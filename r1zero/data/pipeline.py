@@ -46,14 +46,15 @@ class PromptIterator:
         self.process_index, self.process_count = process_index, process_count
         self._stream = grain.MapDataset.source(source).shuffle(seed=seed).repeat().map(lambda r: prepare(decode(r)))
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="r1zero-prompts")
+        self._next: Future | None = None  # the read of batch `_taken`, under way
         self._start(0)
 
     def _start(self, position: int) -> None:
-        if getattr(self, "_next", None) is not None:
+        if self._next is not None:
             wait([self._next])  # one reader at a time; its batch is dropped (errors included)
         view = self._stream[position + self.process_index::self.process_count]
         self._batches, self._origin, self._taken = view.batch(self.batch_size, batch_fn=list), position, 0
-        self._next: Future | None = None  # the read of batch `_taken`, under way
+        self._next = None
 
     @property
     def position(self) -> int:

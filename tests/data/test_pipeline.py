@@ -88,7 +88,7 @@ def test_the_next_batch_is_read_ahead_in_the_background_without_changing_anythin
     assert threads.count("MainThread") == 6 and len(threads) >= 20 * 6  # only the first batch in the caller's thread
     it.set_state({"position": 3 * 6, "seed": 7})  # while batch 20 is being read ahead
     assert take(it, 4) == reference[3:7]
-    bad["id"] = reference[8][2]  # batch 8 fails; batch 7, read while 8 is read ahead, does not
+    bad["id"] = reference[8][2]  # batch 8 fails: batch 7 (read, then 8 read ahead) comes through
     it.set_state({"position": 7 * 6, "seed": 7})
     assert take(it, 1) == reference[7:8]
     with pytest.raises(UserError, match=f"row {bad['id']}: bad record"):
