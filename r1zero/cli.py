@@ -344,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the r1zero command: on a CPU, first re-run under an allocator that keeps memory
+        from r1zero import hostalloc
+
+        hostalloc.reexec_with_allocator()
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command == "train":

@@ -14,7 +14,8 @@ no EOS, every row runs the whole budget. `realistic` lengths: the model's EOS to
 `bias_eos`), calibrated so completions end at different lengths with a long tail: about 5% reach
 the budget, as in R1-Zero rollouts where a few answers run to the cap.
 
-Each library runs its own training loop; only timers are added. A step is the time from the end of
+Each library runs its own training loop, started as its users start it; only timers are added (r1zero's
+worker runs under the allocator its CLI picks on a CPU, `r1zero.hostalloc`, named in the table). A step is the time from the end of
 one update to the end of the next (the first `--warmup` steps, which compile, are left out); generation is the
 sampling call alone; log-probs are passes outside the update (old or reference log-probs: none at
 beta 0 and one update per rollout, for all three; the reference's with `--beta`); the update is the rest of the optimizer step.
@@ -47,6 +48,8 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
+
+from r1zero import hostalloc
 
 HERE = Path(__file__).resolve().parent
 PROMPT_LEN = 32
@@ -307,7 +310,8 @@ def run_r1zero(spec: dict) -> dict:
             checkpoint=CheckpointConfig(every=0), seed=seed, steps=steps, prompts_per_rollout=P,
             eval_every=0, log_completions=0)
         T.train(config, Path(tmp) / "run", progress=False)
-    return finish(spec, marks, lib="r1zero", versions={"jax": jax.__version__})
+    return finish(spec, marks, lib="r1zero", versions={"jax": jax.__version__,
+                                                     "allocator": os.environ.get("R1ZERO_ALLOCATOR", "system")})
 
 
 def finish(spec: dict, marks: dict, lib: str, versions: dict) -> dict:
@@ -400,14 +404,16 @@ def update_flops(s: dict, rows: int, completion_tokens: float, prompt_len: int =
 
 
 def run_worker(lib: str, python: str, spec: dict, log: Path) -> dict | None:
+    env = None  # the peers run as their users start them
     if lib == "r1zero":
         cmd = [python, "-m", "r1zero.bench.grpo_step", "--worker", json.dumps(spec)]
+        env = hostalloc.allocator_env(dict(os.environ))  # as the r1zero CLI runs itself (hostalloc)
     else:
         cmd = [python, str(HERE / "peers" / f"{lib}_grpo.py"), json.dumps(spec)]
     with open(log, "a") as f:
         f.write(f"\n### {lib} {spec['point']} {time.strftime('%H:%M:%S')}\n")
         f.flush()
-        done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True)
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode or not lines:
         print(f"  {lib}: failed (exit {done.returncode}); see {log}", file=sys.stderr)
@@ -432,7 +438,7 @@ def summarize(records: list[dict], points: list[Point], peak: float) -> list[dic
                 "update_mfu": update_flops(SHAPES[point.shape], point.prompts * point.G, statistics.mean(toks)) / med(upd) / peak,
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in recs),
                 "device_peak_mb": max((r.get("device_peak_mb", 0) for r in recs), default=0) or None,
-                "samples": len(step)})
+                "samples": len(step), "allocator": recs[0].get("allocator")})
         base = next((r for r in rows if r["point"] == point.name and r["lib"] == "r1zero"), None)
         for r in rows:
             if base and r["point"] == point.name:
@@ -445,7 +451,8 @@ def print_table(rows: list[dict], machine: str) -> None:
     print("| point | library | step s (min-max) | generation | log-probs | update | tok/s | update MFU | peak RSS | x r1zero's step |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['point']} | {r['lib']} | {r['step_s']:.3f} ({r['step_min']:.2f}-{r['step_max']:.2f}) | "
+        lib = f"{r['lib']} ({r['allocator']})" if r.get("allocator") else r["lib"]
+        print(f"| {r['point']} | {lib} | {r['step_s']:.3f} ({r['step_min']:.2f}-{r['step_max']:.2f}) | "
               f"{r['gen_s']:.3f} | {r['logprob_s']:.3f} | {r['update_s']:.3f} | {r['tokens_per_s']:.0f} | "
               f"{100 * r['update_mfu']:.1f}% | {r['peak_rss_mb'] / 1024:.1f} GB | {r.get('step_vs_r1zero', 1):.2f} |")
 

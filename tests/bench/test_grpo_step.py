@@ -5,10 +5,12 @@ FLOP count is the model's, and a run end to end produces the table (numbers read
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 
+from r1zero import hostalloc
 from r1zero.bench import grpo_step as gs
 
 
@@ -84,7 +86,10 @@ def test_the_benchmark_runs_r1zero_and_prints_the_table(tmp_path, capsys):
     assert all(t == 2 * 2 * 8 for r in runs for t in r["completion_tokens"])  # fixed: every row runs the budget
     assert summary["samples"] == 4 and summary["step_min"] <= summary["step_s"] <= summary["step_max"]
     assert summary["gen_s"] + summary["update_s"] <= summary["step_s"] and 0 < summary["update_mfu"] < 1
-    assert "| tiny 2x2 N=8 fixed | r1zero |" in capsys.readouterr().out
+    # The worker ran under the allocator the r1zero command picks here, and the table names it.
+    expected = (hostalloc.allocator_env(dict(os.environ)) or os.environ).get("R1ZERO_ALLOCATOR", "system")
+    assert {r["allocator"] for r in runs} == {expected} == {summary["allocator"]}
+    assert f"| tiny 2x2 N=8 fixed | r1zero ({expected}) |" in capsys.readouterr().out
 
 
 def test_a_kl_term_adds_the_reference_pass(tmp_path):
