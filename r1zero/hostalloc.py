@@ -71,7 +71,12 @@ def reexec_with_allocator() -> None:
     if script is None or not (script.name == "r1zero" or script.parts[-2:] == ("r1zero", "__main__.py")):
         return
     env = allocator_env(dict(os.environ))
-    if env is not None:
-        sys.stdout.flush()
-        sys.stderr.flush()
+    if env is None or not sys.executable:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    except OSError as e:  # run on as it is: slower on a CPU, never lost
+        print(f"r1zero: could not re-run under the {env['R1ZERO_ALLOCATOR']} allocator ({e}); "
+              f"running with the system's", file=sys.stderr)

@@ -105,3 +105,17 @@ def test_the_command_re_runs_itself_once_with_the_same_pid_and_arguments(tmp_pat
     code = "import sys; from r1zero.cli import main; sys.exit(main())"
     done = subprocess.run([sys.executable, "-c", code, "--help"], env=env, capture_output=True, text=True)
     assert done.returncode == 0 and len([line for line in done.stdout.splitlines() if line.startswith("start ")]) == 1
+
+
+def test_a_failed_re_run_goes_on_as_it_is(glibc_cpu, monkeypatch, capsys):
+    def fail(*args):
+        raise PermissionError("exec refused")
+
+    monkeypatch.setattr(hostalloc.os, "execve", fail)
+    monkeypatch.setattr(hostalloc.sys, "argv", ["/venv/bin/r1zero", "train"])
+    monkeypatch.delenv("R1ZERO_ALLOCATOR", raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    hostalloc.reexec_with_allocator()  # returns
+    assert "could not re-run under the glibc allocator (exec refused)" in capsys.readouterr().err
